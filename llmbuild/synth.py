@@ -1,0 +1,121 @@
+"""Create a model from an architecture config and a seed: the `init` model source.
+
+This is how the demo and the tests run with no network: a randomly initialized model of a supported
+architecture, saved as a normal Hugging Face checkpoint (config.json + model.safetensors), with a
+SentencePiece tokenizer that is either shipped or trained here from a shipped text. The same
+(architecture, config, seed, tokenizer text) always gives the same files on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from llmbuild.archs import lookup
+from llmbuild.errors import InvalidInput
+
+# llama-style special tokens; ids fixed so configs can name them
+SPECIAL = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+BOS_ID, EOS_ID = 1, 2
+
+
+def train_tokenizer(text_file: Path, vocab_size: int, out_dir: Path) -> None:
+    """Train a byte-fallback SentencePiece BPE tokenizer (the Llama 2 kind) and save it in HF layout.
+
+    SentencePiece is what llama.cpp's "llama" vocab expects, so the same file serves transformers,
+    onnxruntime users and GGUF.
+    """
+    import sentencepiece as spm
+
+    if not text_file.is_file():
+        raise InvalidInput(f"model.tokenizer.train_text: {text_file} not found")
+    if text_file.stat().st_size == 0:
+        raise InvalidInput(f"model.tokenizer.train_text: {text_file} is empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        spm.SentencePieceTrainer.train(
+            input=str(text_file),
+            model_prefix=str(out_dir / "tokenizer"),
+            vocab_size=vocab_size,
+            model_type="bpe",
+            byte_fallback=True,
+            character_coverage=1.0,
+            unk_id=0,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_id=-1,
+            num_threads=1,  # one thread: the merge order, hence the vocab, is deterministic
+            minloglevel=2,
+            add_dummy_prefix=True,
+            remove_extra_whitespaces=False,
+            split_digits=True,
+        )
+    except RuntimeError as e:
+        raise InvalidInput(f"model.tokenizer: cannot train on {text_file}: {str(e).splitlines()[-1]}") from None
+    (out_dir / "tokenizer.vocab").unlink(missing_ok=True)
+    write_tokenizer_config(out_dir)
+
+
+def write_tokenizer_config(out_dir: Path) -> None:
+    """tokenizer_config.json for a tokenizer.model, then let transformers add tokenizer.json."""
+    cfg = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+           "model_max_length": 4096, **SPECIAL}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+
+
+def create_model(
+    out_dir: Path,
+    architecture: str,
+    config: dict,
+    seed: int,
+    tokenizer_dir: Path | None = None,
+    train_text: Path | None = None,
+    vocab_size: int = 512,
+    dtype: str = "float32",
+) -> Path:
+    """Write a randomly initialized checkpoint with its tokenizer into out_dir."""
+    import torch
+    import transformers
+
+    lookup(architecture, where="model.architecture")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir:
+        tokenizer_dir = Path(tokenizer_dir)
+        if not (tokenizer_dir / "tokenizer.model").exists() and not (tokenizer_dir / "tokenizer.json").exists():
+            raise InvalidInput(f"model.tokenizer.path: {tokenizer_dir} has no tokenizer.model or tokenizer.json")
+        for f in tokenizer_dir.iterdir():
+            if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
+                shutil.copy2(f, out_dir / f.name)
+    elif train_text:
+        train_tokenizer(Path(train_text), vocab_size, out_dir)
+    else:
+        raise InvalidInput("model.tokenizer: give either path or train_text for an init model")
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out_dir))
+    cls = getattr(transformers, architecture)
+    cfg_cls = cls.config_class
+    kwargs = dict(config)
+    kwargs.setdefault("vocab_size", len(tok))
+    if kwargs["vocab_size"] < len(tok):
+        raise InvalidInput(
+            f"model.config.vocab_size: {kwargs['vocab_size']} is smaller than the tokenizer's {len(tok)} tokens"
+        )
+    kwargs.setdefault("bos_token_id", tok.bos_token_id)
+    kwargs.setdefault("eos_token_id", tok.eos_token_id)
+    try:
+        hf_config = cfg_cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"model.config: {e}") from None
+    hf_config.architectures = [architecture]
+    torch.manual_seed(seed)
+    model = cls(hf_config).to(getattr(torch, dtype)).eval()
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    return out_dir

@@ -1,0 +1,44 @@
+"""What every target backend shares: gate settings, the metadata stamped into artifacts, progress.
+
+Kept free of heavy imports: the planner imports this (and each backend module) to validate options,
+and planning must stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+
+@dataclass
+class Gates:
+    """Parity gates against the source model on the probe prompts; None takes the backend's default
+    for the artifact's precision (see each backend's DEFAULT_GATES)."""
+
+    min_top1: Optional[float] = None  # share of positions where artifact and source pick the same token
+    max_kld: Optional[float] = None  # mean KL(source || artifact) per position, in nats
+    max_abs_diff: Optional[float] = None  # largest absolute logit difference
+
+
+@dataclass
+class ArtifactMeta:
+    """Facts about the model stamped into each artifact (GGUF general.*, ONNX metadata_props)."""
+
+    name: str  # the model's name as shipped (derived names may need a license prefix)
+    license_id: Optional[str] = None  # Hub license id, e.g. "apache-2.0", "llama3.1", "other"
+    license_name: Optional[str] = None  # for license "other"
+    license_link: Optional[str] = None
+    base_model: Optional[str] = None  # Hub repo id or local name of the source model
+    base_model_url: Optional[str] = None
+    base_model_organization: Optional[str] = None
+    quantized_by: str = "llmbuild"
+    description: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+
+# progress(done, total, what): called by long conversions, e.g. once per tensor
+Progress = Callable[[int, int, str], None]
+
+
+def no_progress(done: int, total: int, what: str) -> None:
+    return None
