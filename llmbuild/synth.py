@@ -54,7 +54,20 @@ def train_tokenizer(text_file: Path, vocab_size: int, out_dir: Path) -> None:
     except RuntimeError as e:
         raise InvalidInput(f"model.tokenizer: cannot train on {text_file}: {str(e).splitlines()[-1]}") from None
     (out_dir / "tokenizer.vocab").unlink(missing_ok=True)
+    _strip_paths(out_dir / "tokenizer.model")
     write_tokenizer_config(out_dir)
+
+
+def _strip_paths(model_file: Path) -> None:
+    """SentencePiece records the training paths in the model; drop them so the file is a function of
+    the text and the settings only (same inputs, same bytes, same cache keys downstream)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.model_prefix = ""
+    model_file.write_bytes(proto.SerializeToString())
 
 
 def write_tokenizer_config(out_dir: Path) -> None:

@@ -1,0 +1,41 @@
+# The two commands of the README:  make demo  |  make test
+# Both create .venv, install llmbuild with torch pinned to the CPU build (torch==2.13.0: an open range
+# would pull a multi-GB CUDA build), and llama-cpp-python (llama.cpp's runtime, compiled once into
+# $(WHEELS) and reused; LLAMACPP=0 skips it and GGUF artifacts are then marked unverified).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+LLAMACPP ?= 1
+LLAMACPP_VERSION ?= 0.3.36
+WHEELS ?= $(HOME)/.cache/llmbuild-wheels
+
+.PHONY: demo test install llamacpp clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+llamacpp: install
+ifeq ($(LLAMACPP),1)
+	@if ! $(VENV)/bin/python -c "import llama_cpp" 2>/dev/null; then \
+	  ls $(WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	    echo "building llama-cpp-python $(LLAMACPP_VERSION) from source once (about 6 min on 2 cores)"; \
+	    CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps llama-cpp-python==$(LLAMACPP_VERSION) -w $(WHEELS); }; \
+	  $(PIP) install -q $(WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl; \
+	fi
+endif
+
+demo: llamacpp
+	HF_HUB_OFFLINE=1 $(VENV)/bin/llmbuild recipe=demo
+
+test: llamacpp
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf outputs

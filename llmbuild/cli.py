@@ -1,0 +1,185 @@
+"""`llmbuild recipe=NAME [key=value ...] [-m] [--cfg job]`: the Hydra entry point.
+
+The recipe is Hydra's primary config: `recipe=NAME` picks `NAME.yaml` from the recipe folders
+(`$LLMBUILD_RECIPES`, os.pathsep-separated, then ./recipes, then the recipes/ shipped beside conf/),
+or `recipe=path/to/file.yaml`. `conf/` is on the search path, so recipes compose its groups.
+Every composition is checked before Hydra runs it, so a bad key or value ends with one line and
+exit 2 instead of Hydra's multi-line error; a sweep (-m) is checked combination by combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+from llmbuild.errors import BuildError, InvalidInput
+
+PROJECT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT / "conf"
+SHIPPED_RECIPES = PROJECT / "recipes"
+_HYDRA_FLAGS_WITHOUT_BUILD = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve")
+
+
+def recipe_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("LLMBUILD_RECIPES", "").split(os.pathsep) if p]
+    return dirs + [Path.cwd() / "recipes", SHIPPED_RECIPES]
+
+
+def find_recipe(value: str) -> Path:
+    if value.endswith((".yaml", ".yml")) or "/" in value:
+        p = Path(value).expanduser()
+        if p.is_file():
+            return p.resolve()
+        raise InvalidInput(f"recipe={value}: no such file")
+    for d in recipe_dirs():
+        p = d / f"{value}.yaml"
+        if p.is_file():
+            return p.resolve()
+    searched = ", ".join(str(d) for d in dict.fromkeys(recipe_dirs()))
+    raise InvalidInput(f"recipe={value}: no {value}.yaml in the recipe folders ({searched})")
+
+
+def split_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """(recipe value, Hydra flags, overrides) from the command line."""
+    recipe, flags, overrides = None, [], []
+    it = iter(argv)
+    for a in it:
+        if a.startswith("recipe="):
+            recipe = a.split("=", 1)[1]
+            overrides.append(a)
+        elif a.startswith("-"):
+            flags.append(a)
+            if a in ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--info", "-i") and "=" not in a:
+                nxt = next(it, None)
+                if nxt is not None:
+                    flags.append(nxt)
+        else:
+            overrides.append(a)
+    return recipe, flags, overrides
+
+
+def _combinations(overrides: list[str]) -> list[list[str]]:
+    """Every combination a sweep (-m) would run, as plain override lists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+def _error_line(e: Exception) -> str:
+    parts = []
+    while e is not None and len(parts) < 3:
+        text = str(e).strip()
+        if text:
+            parts.append(text.splitlines()[0].rstrip("."))
+        full_key = getattr(e, "full_key", None)
+        if full_key and all(full_key not in p for p in parts):
+            parts.append(f"key {full_key}")
+        e = e.__cause__ or e.__context__
+    return ": ".join(dict.fromkeys(parts)) or "invalid recipe"
+
+
+def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = ()):
+    """Compose a recipe with overrides (Hydra's Compose API); InvalidInput on any composition error."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from llmbuild.config import register_schema
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    searchpath = [f"file://{CONF_DIR}", *(f"file://{Path(d).resolve()}" for d in extra_dirs)]
+    sp = "hydra.searchpath=[" + ",".join(searchpath) + "]"
+    try:
+        with initialize_config_dir(config_dir=str(recipe_file.parent), version_base="1.3"):
+            return hydra_compose(config_name=recipe_file.stem, overrides=[*overrides, sp])
+    except Exception as e:  # Hydra and OmegaConf raise many types for a bad recipe
+        raise InvalidInput(f"{recipe_file.name}: {_error_line(e)}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+_results: list[int] = []
+_recipe_file: list[Path] = []
+
+
+def _task(cfg) -> int:
+    from llmbuild.config import typed_config
+    from llmbuild.engine import run_build
+
+    try:
+        bc = typed_config(cfg)
+        bc.recipe_file = str(_recipe_file[0]) if _recipe_file else None
+        code = run_build(bc)
+    except BuildError as e:
+        print(f"llmbuild: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    _results.append(code)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(argv)
+    except BuildError as e:
+        print(f"llmbuild: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("llmbuild: interrupted; the cache and earlier builds are intact", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def _main(argv: list[str]) -> int:
+    recipe, flags, overrides = split_args(argv)
+    if recipe is None:
+        if any(f in ("--help", "-h") for f in flags):
+            print(__doc__)
+            return 0
+        raise InvalidInput("recipe: say which recipe to build, e.g. `llmbuild recipe=demo`")
+    recipe_file = find_recipe(recipe)
+    _recipe_file[:] = [recipe_file]
+    overrides = [o if not o.startswith("recipe=") else f"recipe={recipe_file.stem}" for o in overrides]
+    extra_dirs = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f in ("--config-dir", "-cd")]
+    multirun = any(f in ("-m", "--multirun") for f in flags)
+    for combo in _combinations(overrides) if multirun else [overrides]:
+        cfg = compose(recipe_file, combo, extra_dirs)
+        if not any(f in _HYDRA_FLAGS_WITHOUT_BUILD for f in flags):
+            from llmbuild.config import typed_config
+
+            typed_config(cfg)  # targets' options are checked here too, before anything runs
+    return _run_hydra(recipe_file, flags, overrides, multirun)
+
+
+def _run_hydra(recipe_file: Path, flags: list[str], overrides: list[str], multirun: bool) -> int:
+    import hydra
+
+    from llmbuild.config import register_schema
+
+    register_schema()
+    sp = f"hydra.searchpath=[file://{CONF_DIR}]"
+    task = hydra.main(version_base="1.3", config_path=str(recipe_file.parent), config_name=recipe_file.stem)(_task)
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "llmbuild", *flags, *overrides, sp]
+    try:
+        task()
+    finally:
+        sys.argv = saved
+    if not _results:
+        return 0  # --cfg, --info, --help: Hydra printed what was asked
+    return max(_results) if all(r in (0, 2, 3, 4) for r in _results) else 1
+
+
+if __name__ == "__main__":
+    main()

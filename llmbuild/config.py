@@ -1,0 +1,162 @@
+"""The recipe schema (structured configs registered with Hydra) and its typed form, `BuildConfig`.
+
+Hydra validates every composed recipe against these dataclasses: an unknown key or a wrong type
+fails at composition with the key's dotted path. Target options depend on the backend, so
+`targets` is a free mapping here and each target is validated against its backend's `Options`
+dataclass in `typed_config`. Nothing past `typed_config` reads raw OmegaConf nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from llmbuild.errors import InvalidInput
+from llmbuild.licenses.config import LicenseConfig
+
+
+class Source(Enum):
+    hub = "hub"  # huggingface_hub snapshot of model.repo_id at model.revision
+    local = "local"  # a checkpoint folder at model.path
+    init = "init"  # a fresh model from model.architecture + model.config + model.seed
+
+
+class DType(Enum):
+    auto = "auto"  # as stored in the checkpoint
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+@dataclass
+class TokenizerConfig:
+    path: Optional[str] = None  # folder with tokenizer.model / tokenizer.json (init source)
+    train_text: Optional[str] = None  # or train a SentencePiece BPE tokenizer on this text (init source)
+    vocab_size: int = 512  # trained vocab size: small trains fast, large tokenizes better
+
+
+@dataclass
+class ModelConfig:
+    source: Source = Source.init
+    repo_id: Optional[str] = None  # hub: e.g. "Qwen/Qwen2.5-0.5B"
+    revision: str = "main"  # hub: branch, tag or commit; resolved to a commit sha and recorded
+    path: Optional[str] = None  # local: checkpoint folder (config.json + safetensors)
+    architecture: str = "LlamaForCausalLM"  # init: a row of llmbuild/archs
+    config: Dict[str, Any] = field(default_factory=dict)  # init: HF config keys (hidden_size, ...)
+    seed: int = 0  # init: weights are a function of the seed
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    dtype: DType = DType.auto  # precision the source is loaded in for the reference logits
+    trust_remote_code: bool = False  # never run code shipped with a checkpoint unless asked
+    allow_pickle: bool = False  # accept PyTorch .bin weights (loaded with weights_only=True)
+
+
+@dataclass
+class FinetuneConfig:
+    method: str = "none"  # none (the fine-tuning stage fills this group)
+
+
+@dataclass
+class EvalConfig:
+    # probe prompts for the parity check of every artifact against the source model
+    probes: List[str] = field(
+        default_factory=lambda: [
+            "The quick brown fox jumps over the lazy dog.",
+            "A build system for open-weight language models reads a recipe,",
+            "Licensed under the Apache License, Version 2.0",
+            "one, two, three, four, five, six",
+        ]
+    )
+    max_tokens: int = 64  # probes are cut to this many tokens: longer checks more positions, costs time
+    kv_check: bool = True  # also decode the second half token by token through the KV cache
+
+
+@dataclass
+class BuildSettings:
+    model_name: Optional[str] = None  # name the artifacts ship under (default: from the source)
+    outputs_dir: str = "outputs"  # builds go to <outputs_dir>/<recipe>/<build-id>/
+    cache_dir: Optional[str] = None  # stage cache (default: $LLMBUILD_CACHE or <outputs_dir>/.cache)
+    dry_run: bool = False  # print the plan and which stages are cached, build nothing
+
+
+@dataclass
+class BuildConfigSchema:
+    recipe: str = "???"  # set by `llmbuild recipe=NAME`
+    build: BuildSettings = field(default_factory=BuildSettings)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    license: LicenseConfig = field(default_factory=LicenseConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    targets: Dict[str, Any] = field(default_factory=dict)  # name -> {backend: onnx|gguf, ...options}
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class Target:
+    name: str
+    backend: str
+    options: Any  # the backend's Options dataclass instance
+
+    @property
+    def key(self) -> str:
+        return f"targets.{self.name}"
+
+
+@dataclass
+class BuildConfig:
+    """The typed build description every later step reads."""
+
+    recipe: str
+    build: BuildSettings
+    model: ModelConfig
+    license: LicenseConfig
+    finetune: FinetuneConfig
+    targets: list[Target]
+    eval: EvalConfig
+    raw: dict  # the composed config, resolved, for the manifest
+    recipe_file: Optional[str] = None  # the recipe's path, for the manifest
+
+
+def register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="llmbuild_schema", node=BuildConfigSchema)
+
+
+def _one_line(e: Exception) -> str:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    key = getattr(e, "full_key", None)
+    return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def typed_config(cfg: DictConfig) -> BuildConfig:
+    """Turn the composed config into a BuildConfig, validating each target against its backend."""
+    from llmbuild import targets as target_registry
+
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise InvalidInput(f"invalid recipe: {_one_line(e)}") from None
+    if not obj.targets:
+        raise InvalidInput("targets: the recipe declares no targets")
+    tlist = []
+    for name, node in cfg.targets.items():
+        key = f"targets.{name}"
+        if not isinstance(node, DictConfig) or "backend" not in node:
+            raise InvalidInput(f"{key}.backend: every target needs a backend (one of: "
+                               f"{', '.join(sorted(target_registry.BACKENDS))})")
+        mod = target_registry.backend(str(node.backend), key=f"{key}.backend")
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(mod.Options), node)
+            options = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as e:
+            fk = getattr(e, "full_key", None)
+            where = f"{key}.{fk}" if fk else key
+            known = ", ".join(f for f in mod.Options.__dataclass_fields__)
+            raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
+                               f"{mod.NAME}: {known})") from None
+        tlist.append(Target(str(name), mod.NAME, options))
+    return BuildConfig(obj.recipe, obj.build, obj.model, obj.license, obj.finetune, tlist, obj.eval, raw)

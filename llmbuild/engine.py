@@ -1,0 +1,347 @@
+"""Run a build: stages in plan order, each keyed by content and reused from the cache when it can be.
+
+A stage's key is the sha256 of a sorted JSON of its name and version, its recipe subtree, the digests
+of its inputs and the versions of the tools it runs (design.md, "Key"). Results live in the cache
+(llmbuild/cache.py); the build folder gets hard links to them plus the documents written from what
+the stages recorded. A build folder is never reused: every build gets a new id, and
+outputs/<recipe>/latest moves only when a build succeeds, so a failed or killed build damages
+nothing that came before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from llmbuild import __version__
+from llmbuild import targets as registry
+from llmbuild.cache import Cache, Entry, link_tree
+from llmbuild.config import BuildConfig
+from llmbuild.errors import GateFailed, LicenseViolation
+from llmbuild.hashing import sha256_json
+from llmbuild.plan import check_targets, make_plan
+from llmbuild.stages.acquire import ModelRef
+from llmbuild.ui import UI
+
+# bump a stage's version when its outputs change meaning for the same inputs
+STAGE_VERSIONS = {"acquire": 1, "license": 1, "reference": 1, "export": 1, "verify": 1}
+
+
+def tool_versions(dists) -> dict[str, str]:
+    out = {}
+    for d in dists:
+        try:
+            out[d] = importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            out[d] = "absent"
+    return out
+
+
+def _plain(obj):
+    """Dataclasses and enums as JSON-able values (for keys and the manifest)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "value") and obj.__class__.__module__ != "builtins":
+        return obj.value
+    return obj
+
+
+def default_model_name(bc: BuildConfig) -> str:
+    if bc.build.model_name:
+        return bc.build.model_name
+    m = bc.model
+    if m.source.value == "hub":
+        return m.repo_id.split("/")[-1]
+    if m.source.value == "local":
+        return Path(m.path).resolve().name
+    return f"{bc.recipe}-{m.architecture}"
+
+
+class Build:
+    def __init__(self, bc: BuildConfig, cache: Cache, ui: UI, build_dir: Path):
+        self.bc, self.cache, self.ui, self.dir = bc, cache, ui, build_dir
+        self.stages: list[dict] = []
+        self.dry = bc.build.dry_run
+        self.model_name = default_model_name(bc)
+        self.artifacts: dict[str, dict] = {}
+        self.license_decision = None
+        self.model: ModelRef | None = None
+        self.warnings: list[str] = []
+
+    # -- the stage runner -------------------------------------------------------------------------
+    def stage(self, name: str, kind: str, key_parts: dict, fn, tools=(), commit: bool = True) -> Entry | None:
+        version = STAGE_VERSIONS[kind.split("-")[0]]
+        key = sha256_json({"stage": kind, "version": version, "llmbuild": __version__,
+                           "tools": tool_versions(tools), **key_parts})
+        t0 = time.monotonic()
+        hit = self.cache.lookup(kind, key) if commit else None
+        if hit:
+            status = "reused"
+            self.ui.say(f"[{name}] reused from cache ({key[:12]})", style="dim")
+            entry = hit
+        elif self.dry:
+            self.ui.say(f"[{name}] would run ({key[:12]})")
+            self.stages.append({"stage": name, "key": key, "status": "would run", "seconds": 0.0})
+            return None
+        else:
+            self.ui.say(f"[{name}] running")
+            entry = self.cache.run(kind, key, fn, commit=commit)
+            status = "run"
+            self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
+        self.stages.append({"stage": name, "key": key, "status": status,
+                            "seconds": round(time.monotonic() - t0, 3)})
+        return entry
+
+    # -- the build ----------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        """Run every stage; returns the failed gates (empty when all passed)."""
+        bc = self.bc
+        make_plan(bc)
+        self.model = self.acquire()
+        if self.model is None:
+            return []
+        self.warnings += check_targets(bc, self.model.record["config"])
+        for w in self.warnings:
+            self.ui.warn(w)
+        self.license_gate()
+        ref = self.reference()
+        failed = []
+        for t in bc.targets:
+            failed += self.target(t, ref)
+        return failed
+
+    def acquire(self) -> ModelRef | None:
+        from llmbuild.stages import acquire
+
+        m, sc = self.bc.model, self.cache.stat_cache
+        t0 = time.monotonic()
+        if m.source.value == "init":
+            key_cfg = acquire.init_key_config(m, Path.cwd(), sc)
+            entry = self.stage("acquire", "acquire", {"init": key_cfg, "dtype": m.dtype.value},
+                               lambda out: acquire.run_init(m, out, sc), tools=acquire.INIT_TOOLS)
+            if entry is None:
+                return None
+            rec = dict(entry.record)
+            model_dir = entry.out / rec["model_dir"]
+        else:
+            if m.source.value == "hub":
+                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc)
+            else:
+                rec = acquire.acquire_local(m.path, m.allow_pickle, sc)
+            model_dir = Path(rec["model_dir"])
+            self.ui.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
+            self.stages.append({"stage": "acquire", "key": rec["model_digest"], "status": "checked",
+                                "seconds": round(time.monotonic() - t0, 3)})
+        return ModelRef(model_dir, rec["model_digest"], rec["files"], rec)
+
+    def license_gate(self) -> None:
+        from llmbuild import licenses
+
+        bc = self.bc
+        facts = licenses.BuildFacts(
+            model_name=self.model_name,
+            base_model=bc.model.repo_id if bc.model.source.value == "hub" else (
+                Path(bc.model.path).name if bc.model.source.value == "local" else None),
+            source=bc.model.source.value,
+            finetune=bc.finetune.method,
+            targets={t.name: {"backend": t.backend, "precision": registry.backend(t.backend).precision(t.options)}
+                     for t in bc.targets},
+        )
+        upstream = self.model.dir if bc.model.source.value != "init" else None
+        decision = licenses.evaluate(bc.license, upstream, facts)
+        self.license_decision = decision
+        self.license_files = licenses.artifact_files(decision, upstream)
+        licenses.write_reports(decision, self.dir)
+        for w in getattr(decision, "warnings", []) or []:
+            self.ui.warn(f"license: {w}")
+        self.stages.append({"stage": "license", "key": None, "status": "checked", "seconds": 0.0,
+                            "verdict": decision.verdict})
+        self.ui.say(f"[license] {decision.verdict}", style="red" if decision.verdict == "fail" else "green")
+        if decision.verdict == "fail":
+            reasons = [c for c in decision.clauses if _get(c, "verdict") == "fail"]
+            first = _get(reasons[0], "reason") if reasons else "policy not met"
+            raise LicenseViolation(f"license: {first} (see {self.dir / 'LICENSE_REPORT.md'})")
+
+    def reference(self) -> Entry | None:
+        from llmbuild.stages import reference
+
+        e, m = self.bc.eval, self.bc.model
+        parts = {"model": self.model.digest, "probes": list(e.probes), "max_tokens": e.max_tokens,
+                 "dtype": m.dtype.value}
+        return self.stage("reference", "reference", parts,
+                          lambda out: reference.run(self.model.dir, list(e.probes), e.max_tokens, m.dtype.value,
+                                                    m.trust_remote_code, out), tools=reference.TOOLS)
+
+    def artifact_meta(self):
+        from llmbuild import licenses
+        from llmbuild.targets.common import ArtifactMeta
+
+        lm = licenses.artifact_metadata(self.license_decision) if self.license_decision else {}
+        m = self.bc.model
+        base = m.repo_id if m.source.value == "hub" else None
+        return ArtifactMeta(
+            name=self.model_name, license_id=lm.get("license_id"), license_name=lm.get("license_name"),
+            license_link=lm.get("license_link"), base_model=base,
+            base_model_url=f"https://huggingface.co/{base}" if base else None,
+            base_model_organization=base.split("/")[0] if base and "/" in base else None,
+            quantized_by=f"llmbuild {__version__}",
+        )
+
+    def target(self, t, ref: Entry | None) -> list[dict]:
+        from llmbuild.checkpoint import open_checkpoint
+        from llmbuild.stages import verify
+
+        mod = registry.backend(t.backend)
+        options = _plain(t.options)
+        gates_cfg = options.pop("gates")
+        meta = self.artifact_meta()
+        ckpt_dir, allow_pickle = self.model.dir, self.bc.model.allow_pickle
+
+        def do_export(out: Path) -> dict:
+            ckpt = open_checkpoint(ckpt_dir, allow_pickle=allow_pickle)
+            with self.ui.progress(f"export:{t.name}") as cb:
+                return mod.export(ckpt, t.options, out, meta, cb)
+
+        exp = self.stage(f"export:{t.name}", f"export-{t.backend}",
+                         {"model": self.model.digest, "backend": mod.NAME, "options": options,
+                          "meta": _plain(meta)}, do_export, tools=mod.TOOLS)
+        info = {"target": t.name, "backend": t.backend, "precision": mod.precision(t.options), "options": options}
+        self.artifacts[t.name] = info
+        if exp is None:
+            return []
+        info["export"] = {k: v for k, v in exp.record.items() if k not in ("files",)}
+        info["files"] = exp.files
+        dest = self.dir / "artifacts" / t.name
+        link_tree(exp.out, dest)
+        for fname, data in self.license_files.items():
+            (dest / fname).write_bytes(data)
+        if ref is None:
+            return []
+        gates = {**mod.default_gates(t.options), **{k: v for k, v in gates_cfg.items() if v is not None}}
+        info["gates"] = gates
+        if not mod.runtime_available():
+            info["verification"] = {"status": "unverified", "reason": f"{mod.RUNTIME_DIST} is not installed"}
+            self.stages.append({"stage": f"verify:{t.name}", "key": None, "status": "skipped", "seconds": 0.0})
+            return []
+        kv = self.bc.eval.kv_check
+        ver = self.stage(f"verify:{t.name}", f"verify-{t.backend}",
+                         {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": mod.NAME},
+                         lambda out: verify.run(mod, exp.out, exp.record, ref.out / "reference.npz", kv),
+                         tools=(mod.RUNTIME_DIST, "numpy"))
+        if ver is None:
+            return []
+        results = verify.apply_gates(ver.record, gates)
+        status = "passed" if all(r["passed"] for r in results) else "failed"
+        info["verification"] = {"status": status, "runtime": mod.RUNTIME_DIST,
+                                "runtime_version": tool_versions([mod.RUNTIME_DIST])[mod.RUNTIME_DIST],
+                                "metrics": ver.record["metrics"], "kv_metrics": ver.record.get("kv_metrics"),
+                                "gates": results}
+        m = ver.record["metrics"]
+        self.ui.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
+                    f"max |dlogit| {m['max_abs_diff']:.3g}", style="green" if status == "passed" else "red")
+        return [dict(r, target=t.name) for r in results if not r["passed"]]
+
+
+def _get(obj, name):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _new_build_dir(root: Path, config_digest: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    base = time.strftime("%Y%m%d-%H%M%S") + "-" + config_digest[:8]
+    for i in range(1000):
+        d = root / (base if i == 0 else f"{base}.{i}")
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a build folder under {root}")
+
+
+def _point_latest(root: Path, build_dir: Path) -> None:
+    link = root / "latest"
+    tmp = root / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(build_dir.name)
+    os.replace(tmp, link)  # atomic: readers see the old or the new build, never neither
+
+
+def run_build(bc: BuildConfig) -> int:
+    from llmbuild.report import document
+
+    ui = UI()
+    outputs = Path(bc.build.outputs_dir)
+    cache = Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache")
+    started = time.time()
+    if bc.build.dry_run:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            b = Build(bc, cache, ui, Path(tmp))
+            b.run()
+        cache.stat_cache.save()
+        return 0
+    build_dir = _new_build_dir(outputs / bc.recipe, sha256_json(bc.raw))
+    ui.attach_log(build_dir / "build.log")
+    ui.say(f"llmbuild {__version__}: recipe {bc.recipe} -> {build_dir}")
+    b = Build(bc, cache, ui, build_dir)
+    status, error, failed = "failed", None, []
+    try:
+        failed = b.run()
+        status = "gate failed" if failed else "built"
+    except LicenseViolation as e:
+        status, error = "license violation", str(e)
+        raise
+    except Exception as e:
+        error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise
+    finally:
+        cache.stat_cache.save()
+        try:
+            document.write_all(b, status=status, error=error, seconds=time.time() - started,
+                               tools=tool_versions(_all_tools(bc)), host=_host())
+        finally:
+            ui.close()
+    if failed:
+        worst = failed[0]
+        raise GateFailed(f"targets.{worst['target']}.gates.{worst['gate']}: {worst['figure']} = "
+                         f"{worst['value']:.4g}, limit {worst['limit']} ({len(failed)} gate(s) failed; "
+                         f"see {build_dir / 'README.md'})")
+    _point_latest(outputs / bc.recipe, build_dir)
+    reused = sum(1 for s in b.stages if s["status"] in ("reused", "checked"))
+    ui.say(f"built {bc.recipe} in {time.time() - started:.1f} s ({reused}/{len(b.stages)} stages reused or "
+           f"checked): {build_dir}", style="bold green")
+    for w in b.warnings:
+        ui.warn(w)
+    print(build_dir)
+    return 0
+
+
+def _all_tools(bc: BuildConfig) -> list[str]:
+    from llmbuild.stages import acquire, reference
+
+    tools = ["hydra-core", "omegaconf", "huggingface-hub", "safetensors", *acquire.INIT_TOOLS, *reference.TOOLS]
+    for t in bc.targets:
+        mod = registry.backend(t.backend)
+        tools += [*mod.TOOLS, mod.RUNTIME_DIST]
+    return list(dict.fromkeys(tools))
+
+
+def _host() -> dict:
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+            "cpus": os.cpu_count()}
+
+
+def json_dump(obj) -> str:
+    return json.dumps(_plain(obj), indent=2, sort_keys=False, default=str)

@@ -1,0 +1,71 @@
+"""Plan: the ordered stages of a build, and every check that can be made before heavy work.
+
+Static checks (recipe only) run before anything; model checks (architecture support per target) run
+right after acquisition, which is a cache hit or a header read, so both fail before the license gate,
+the reference model or any export spends time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from llmbuild import targets as registry
+from llmbuild.config import BuildConfig
+from llmbuild.errors import InvalidInput
+
+FINETUNE_METHODS = ("none",)
+
+
+@dataclass
+class Step:
+    name: str  # what the build prints: "acquire", "export:cpu-gguf"
+    kind: str  # cache namespace
+    target: str | None = None
+
+
+def make_plan(bc: BuildConfig) -> list[Step]:
+    m = bc.model
+    if m.source.value == "hub" and not m.repo_id:
+        raise InvalidInput("model.repo_id: required when model.source is hub")
+    if m.source.value == "local" and not m.path:
+        raise InvalidInput("model.path: required when model.source is local")
+    if bc.finetune.method not in FINETUNE_METHODS:
+        raise InvalidInput(f"finetune.method: unknown method {bc.finetune.method!r}; known: {', '.join(FINETUNE_METHODS)}")
+    if bc.eval.max_tokens < 2:
+        raise InvalidInput("eval.max_tokens: must be at least 2")
+    if not bc.eval.probes:
+        raise InvalidInput("eval.probes: at least one probe prompt is needed to verify the artifacts")
+    steps = [Step("acquire", "acquire"), Step("license", "license")]
+    if bc.finetune.method != "none":
+        steps.append(Step("finetune", "finetune"))
+    steps.append(Step("reference", "reference"))
+    for t in bc.targets:
+        steps += [Step(f"export:{t.name}", f"export-{t.backend}", t.name),
+                  Step(f"verify:{t.name}", f"verify-{t.backend}", t.name)]
+    steps.append(Step("document", "document"))
+    return steps
+
+
+def check_targets(bc: BuildConfig, hf_config: dict) -> list[str]:
+    """Model-dependent checks per target; returns warnings (e.g. a runtime that is not installed)."""
+    from llmbuild.archs import architecture_of
+
+    warnings = []
+    arch = architecture_of(hf_config)
+    for t in bc.targets:
+        mod = registry.backend(t.backend)
+        if arch not in mod.SUPPORTED_ARCHS:
+            raise InvalidInput(f"{t.key}: backend {t.backend} does not support architecture {arch}; "
+                               f"supported: {', '.join(sorted(mod.SUPPORTED_ARCHS))}")
+        mod.check(t.options, hf_config, t.key)
+        if not mod.runtime_available():
+            dist = mod.RUNTIME_DIST
+            hint = "pip install 'llmbuild[llamacpp]'" if dist == "llama-cpp-python" else f"pip install {dist}"
+            warnings.append(f"{t.key}: {dist} is not installed, so this artifact will be built but marked "
+                            f"UNVERIFIED ({hint})")
+    return warnings
+
+
+def runtime_installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

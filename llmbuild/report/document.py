@@ -1,0 +1,276 @@
+"""Document: the model card (README.md), manifest.json and the license files at the build root.
+
+Everything here is written from what the stages recorded (the acquire record, each export and
+verify record, the license decision), never from what the recipe hoped: an artifact that was not
+verified says so, with the reason. The card is a Hugging Face model card (`huggingface_hub.ModelCard`,
+YAML front matter + the standard sections) that `ModelCard.load` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from llmbuild import __version__
+from llmbuild.hashing import sha256_file
+
+_CUTOFF = re.compile(r"(knowledge cut-?off|training data cut-?off|data freshness)[^\n]{0,120}", re.I)
+
+
+def write_all(build, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> None:
+    d: Path = build.dir
+    if build.license_decision is not None:
+        for fname, data in build.license_files.items():
+            (d / fname).write_bytes(data)
+    if build.model is not None:
+        (d / "README.md").write_text(model_card(build, status, seconds, host), encoding="utf-8")
+    manifest = build_manifest(build, status, error, seconds, tools, host)
+    tmp = d / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    tmp.replace(d / "manifest.json")
+
+
+def _artifact_rows(build) -> list[dict]:
+    rows = []
+    for name, a in build.artifacts.items():
+        files = a.get("files", {})
+        size = sum(f["size"] for f in files.values())
+        v = a.get("verification", {"status": "not run"})
+        rows.append({"name": name, "backend": a["backend"], "precision": a["precision"], "size": size,
+                     "bpw": (a.get("export") or {}).get("bits_per_weight"), "files": sorted(files),
+                     "verification": v})
+    return rows
+
+
+def build_manifest(build, status, error, seconds, tools, host) -> dict:
+    from llmbuild.engine import _plain
+
+    bc = build.bc
+    artifacts = []
+    for name, a in build.artifacts.items():
+        entry = {k: v for k, v in a.items() if k != "files"}
+        entry["files"] = [{"path": f"artifacts/{name}/{p}", **meta} for p, meta in sorted(a.get("files", {}).items())]
+        artifacts.append(entry)
+    recipe_file = Path(bc.recipe_file) if bc.recipe_file else None
+    decision = build.license_decision
+    return {
+        "schema_version": 1,
+        "llmbuild_version": __version__,
+        "build_id": build.dir.name,
+        "status": status,
+        "error": error,
+        "recipe": bc.recipe,
+        "recipe_file": str(recipe_file) if recipe_file else None,
+        "recipe_sha256": sha256_file(recipe_file) if recipe_file and recipe_file.exists() else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 3),
+        "config": bc.raw,
+        "model_name": build.model_name,
+        "inputs": {
+            "source": bc.model.source.value,
+            "model_dir": str(build.model.dir) if build.model else None,
+            "repo_id": (build.model.record.get("repo_id") if build.model else None),
+            "commit": (build.model.record.get("commit") if build.model else None),
+            "model_digest": build.model.digest if build.model else None,
+            "files": build.model.files if build.model else {},
+        },
+        "stages": build.stages,
+        "artifacts": artifacts,
+        "license": {"verdict": getattr(decision, "verdict", None),
+                    "report": "LICENSE_REPORT.md" if decision is not None else None,
+                    "obligations": _plain(getattr(decision, "obligations", None))},
+        "warnings": build.warnings,
+        "tools": tools,
+        "host": host,
+    }
+
+
+def _fmt_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _cutoff(model_dir: Path) -> str | None:
+    readme = model_dir / "README.md"
+    if readme.exists():
+        m = _CUTOFF.search(readme.read_text(encoding="utf-8", errors="replace"))
+        if m:
+            return m.group(0).strip()
+    return None
+
+
+def model_card(build, status: str, seconds: float, host: dict) -> str:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from llmbuild import licenses
+
+    bc, rec = build.bc, build.model.record
+    cfg = rec["config"]
+    decision = build.license_decision
+    rows = _artifact_rows(build)
+    quantized = any(r["precision"] not in ("fp32", "f32") for r in rows)
+    base = bc.model.repo_id if bc.model.source.value == "hub" else None
+    evals = []
+    for r in rows:
+        v = r["verification"]
+        if v.get("status") in ("passed", "failed"):
+            m = v["metrics"]
+            for metric, value, label in (("top1_agreement", m["top1"], "top-1 agreement"),
+                                         ("kl_divergence", m["kld_mean"], "mean KL divergence"),
+                                         ("max_abs_logit_diff", m["max_abs_diff"], "max abs logit diff")):
+                evals.append(EvalResult(
+                    task_type="text-generation", dataset_type="llmbuild-parity-probes",
+                    dataset_name="parity probes vs source model", dataset_config=r["name"],
+                    metric_type=metric, metric_value=round(float(value), 6),
+                    metric_name=f"{r['name']} {label}", source_name="llmbuild verify"))
+    lic = licenses.card_fields(decision) if decision is not None else {}
+    data = ModelCardData(
+        model_name=build.model_name,
+        license=lic.get("license"), license_name=lic.get("license_name"), license_link=lic.get("license_link"),
+        base_model=base, library_name="transformers" if not rows else None,
+        pipeline_tag="text-generation",
+        tags=sorted({"llmbuild", *(r["backend"] for r in rows), *(r["precision"] for r in rows)}),
+        eval_results=evals or None,
+        **({"base_model_relation": "quantized"} if base and quantized else {}),
+    )
+    if rows:
+        data.library_name = "gguf" if all(r["backend"] == "gguf" for r in rows) else (
+            "onnx" if all(r["backend"] == "onnx" for r in rows) else None)
+    card = ModelCard.from_template(data, template_str=_TEMPLATE_HEADER + "\n{{ body }}\n",
+                                   body=_body(build, rows, cfg, rec, status, seconds, host, decision))
+    return str(card)
+
+
+_TEMPLATE_HEADER = "---\n{{ card_data }}\n---\n"
+
+
+def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
+    from llmbuild import licenses
+
+    bc = build.bc
+    src = {"hub": f"Hugging Face Hub `{rec.get('repo_id')}` at commit `{rec.get('commit')}`",
+           "local": f"local checkpoint `{rec.get('model_dir')}`",
+           "init": f"randomly initialized from seed {rec.get('seed')} (recipe `{bc.recipe}`): "
+                   "**its outputs are meaningless text**, it exists to exercise the pipeline"}[rec["source"]]
+    ctx = cfg.get("max_position_embeddings")
+    cutoff = _cutoff(build.model.dir) if rec["source"] != "init" else None
+    lines = [
+        f"# {build.model_name}",
+        "",
+        f"Built by [llmbuild](https://github.com/) {__version__} from recipe `{bc.recipe}`; build status: "
+        f"**{status}**.",
+        "",
+        "## Model Details",
+        "",
+        f"- Source: {src}",
+        f"- Architecture: `{rec['architecture']}`, {rec['num_parameters']:,} parameters, "
+        f"{cfg.get('num_hidden_layers')} layers, hidden size {cfg.get('hidden_size')}, "
+        f"{cfg.get('num_attention_heads')} attention heads ({cfg.get('num_key_value_heads', cfg.get('num_attention_heads'))} KV heads), "
+        f"vocabulary {cfg.get('vocab_size')}",
+        f"- Context window: {ctx:,} tokens" if ctx else "- Context window: not stated by the source",
+        f"- Knowledge cutoff: {cutoff}" if cutoff else "- Knowledge cutoff: not stated by the source",
+        f"- Fine-tuning: {bc.finetune.method}",
+        "",
+        "### Artifacts",
+        "",
+        "| artifact | format | precision | size | bits/weight | files | verification |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        v = r["verification"]
+        vtxt = v.get("status", "not run") + (f" ({v['reason']})" if v.get("reason") else "")
+        bpw = f"{r['bpw']:.2f}" if isinstance(r["bpw"], (int, float)) else "-"
+        lines.append(f"| `{r['name']}` | {r['backend']} | {r['precision']} | {_fmt_size(r['size'])} | {bpw} | "
+                     f"{', '.join(f'`{f}`' for f in r['files'] if not f.startswith(('LICENSE', 'NOTICE', 'USE_POLICY')))} | {vtxt} |")
+    lines += [
+        "",
+        "## Uses",
+        "",
+        "### Direct Use",
+        "",
+        "Text generation through the runtime of each artifact (see How to Get Started).",
+        "",
+        "### Downstream Use",
+        "",
+        "Fine-tuning or further conversion, under the license terms below.",
+        "",
+        "### Out-of-Scope Use",
+        "",
+        "Any use the license or its use policy forbids (see License).",
+        "",
+        "## Bias, Risks, and Limitations",
+        "",
+        "Conversion and quantization change the model's outputs slightly; the Evaluation section gives "
+        "how much, measured against the source model on the probe prompts. The source model's own biases "
+        "and limitations carry over unchanged." + (" This build's weights are random: it is a pipeline "
+                                                  "check, not a usable model." if rec["source"] == "init" else ""),
+        "",
+        "## How to Get Started with the Model",
+        "",
+    ]
+    for r in rows:
+        if r["backend"] == "gguf":
+            gguf = next((f for f in r["files"] if f.endswith(".gguf")), "model.gguf")
+            lines += [f"`{r['name']}` with llama.cpp (`pip install llama-cpp-python`):", "", "```python",
+                      "from llama_cpp import Llama", f"llm = Llama(model_path='artifacts/{r['name']}/{gguf}')",
+                      "print(llm('Hello', max_tokens=32)['choices'][0]['text'])", "```", ""]
+        elif r["backend"] == "onnx":
+            lines += [f"`{r['name']}` with onnxruntime (inputs `input_ids`, `attention_mask`, `position_ids`, "
+                      "`past_key_values.N.key/value`; outputs `logits`, `present.N.key/value`):", "", "```python",
+                      "import onnxruntime as ort",
+                      f"sess = ort.InferenceSession('artifacts/{r['name']}/model.onnx')",
+                      "print([i.name for i in sess.get_inputs()])", "```", ""]
+    lines += [
+        "## Training Details",
+        "",
+        "No training in this build: the weights are the source model's, converted." if bc.finetune.method == "none"
+        else f"Fine-tuned with `{bc.finetune.method}`.",
+        "",
+        "## Evaluation",
+        "",
+        "Each artifact was run by its own runtime on the probe prompts (the same token ids for all) and "
+        "compared with the source model in PyTorch, position by position. KV: the second half of each "
+        "probe decoded token by token through the runtime's KV cache.",
+        "",
+        "| artifact | runtime | top-1 agreement | mean KLD | p99 KLD | max abs logit diff | KV top-1 | KV mean KLD | gates |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        v = r["verification"]
+        if v.get("status") in ("passed", "failed"):
+            m, kv = v["metrics"], v.get("kv_metrics") or {}
+            gates = "; ".join(f"{g['gate']} {g['limit']} {'ok' if g['passed'] else '**FAILED**'}" for g in v["gates"])
+            lines.append(f"| `{r['name']}` | {v['runtime']} {v.get('runtime_version', '')} | {m['top1']:.4f} | "
+                         f"{m['kld_mean']:.3e} | {m['kld_p99']:.3e} | {m['max_abs_diff']:.4g} | "
+                         f"{kv.get('top1', float('nan')):.4f} | {kv.get('kld_mean', float('nan')):.3e} | {gates} |")
+        else:
+            lines.append(f"| `{r['name']}` | - | UNVERIFIED: {v.get('reason', v.get('status'))} | | | | | | |")
+    lines += [
+        "",
+        "## Environmental Impact",
+        "",
+        f"Built in {seconds:.1f} s on {host.get('cpus')} CPU cores ({host.get('machine')}, {host.get('platform')}); "
+        "no GPU. Cached stages cost nothing on a rebuild.",
+        "",
+        "## Technical Specifications",
+        "",
+        f"See `manifest.json` for every input and output file with its sha256, the stage cache keys and the "
+        f"tool versions. Python {host.get('python')}.",
+        "",
+        "## License",
+        "",
+        licenses.card_section(decision) if decision is not None else "Not evaluated.",
+        "",
+        "See `LICENSE_REPORT.md` for the clause-by-clause report.",
+        "",
+        "## Citation",
+        "",
+        "Cite the source model as its authors ask" + (f" (`{rec.get('repo_id')}`)." if rec.get("repo_id") else "."),
+        "",
+    ]
+    return "\n".join(lines)

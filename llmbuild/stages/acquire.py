@@ -1,0 +1,141 @@
+"""Acquire: get the source checkpoint and the digest of every input file.
+
+- hub: `huggingface_hub.snapshot_download` at `model.revision`, resolved to the commit sha that is
+  recorded. Safetensors are preferred: `.bin` files are fetched only when the snapshot has no
+  safetensors and `model.allow_pickle` is true. HF_HUB_OFFLINE and HF_HOME are honoured by
+  huggingface_hub itself; offline, a revision missing from the cache is an input error.
+- local: a checkpoint folder, checked (config.json, architecture, safetensors headers) and hashed.
+- init: a new checkpoint from an architecture config and a seed (llmbuild/synth.py), cached by
+  its recipe subtree like any stage.
+Hub and local files are hashed through the stat cache, so a rebuild does not re-read the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmbuild.checkpoint import TOKENIZER_FILES, open_checkpoint
+from llmbuild.errors import InvalidInput
+from llmbuild.hashing import StatCache, tree_digest
+
+INIT_TOOLS = ("torch", "transformers", "sentencepiece", "tokenizers", "safetensors")
+# what a hub snapshot needs; weights are asked for separately so .bin is skipped when safetensors exist
+_HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.jinja", "*.txt", "*.md",
+              "LICENSE*", "NOTICE*", "USE_POLICY*"]
+_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja", ".tiktoken")
+
+
+@dataclass
+class ModelRef:
+    """The checkpoint every later stage reads, and the digest that keys them."""
+
+    dir: Path
+    digest: str
+    files: dict  # relative path -> {"sha256", "size"}
+    record: dict
+
+
+def model_files(model_dir: Path, weight_files: list[Path]) -> list[Path]:
+    """The files that define the model: config, weights, tokenizer; plus license/readme texts."""
+    names = {p.name for p in weight_files}
+    out = list(weight_files)
+    for p in sorted(model_dir.iterdir()):
+        if p.is_file() and p.name not in names and (
+            p.suffix in _MODEL_FILE_SUFFIXES and not p.suffix == ".bin" or p.name in TOKENIZER_FILES
+            or p.name.upper().startswith(("LICENSE", "NOTICE", "USE_POLICY", "README"))
+        ):
+            out.append(p)
+    return out
+
+
+def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: str, extra: dict) -> dict:
+    ckpt = open_checkpoint(model_dir, allow_pickle=allow_pickle, key=key)
+    files = {p.relative_to(model_dir).as_posix(): {"sha256": stat_cache.digest(p), "size": p.stat().st_size}
+             for p in model_files(model_dir, ckpt.weight_files)}
+    return {
+        "model_dir": str(model_dir),
+        "architecture": ckpt.arch.hf_name,
+        "num_parameters": ckpt.param_count(),
+        "weights_format": "pytorch-pickle" if ckpt.pickle else "safetensors",
+        "config": ckpt.config,
+        "files": files,
+        "model_digest": tree_digest(files),
+        **extra,
+    }
+
+
+def acquire_local(path: str | None, allow_pickle: bool, stat_cache: StatCache) -> dict:
+    if not path:
+        raise InvalidInput("model.path: required when model.source is local")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InvalidInput(f"model.path: {p} does not exist")
+    return describe(p.resolve(), allow_pickle, stat_cache, "model.path", {"source": "local"})
+
+
+def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cache: StatCache) -> dict:
+    if not repo_id:
+        raise InvalidInput("model.repo_id: required when model.source is hub")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+    def download(patterns: list[str]) -> Path:
+        try:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        except (LocalEntryNotFoundError, FileNotFoundError):
+            where = os.environ.get("HF_HOME", "~/.cache/huggingface")
+            raise InvalidInput(
+                f"model.revision: {repo_id}@{revision} is not in the offline Hub cache (HF_HOME={where})"
+                if offline else f"model.repo_id: cannot download {repo_id}@{revision} (no network?)"
+            ) from None
+        except RevisionNotFoundError:
+            raise InvalidInput(f"model.revision: {revision!r} does not exist in {repo_id}") from None
+        except RepositoryNotFoundError:
+            raise InvalidInput(f"model.repo_id: {repo_id!r} not found or not accessible") from None
+        except HfHubHTTPError as e:
+            raise InvalidInput(f"model.repo_id: {repo_id}: {str(e).splitlines()[0]}") from None
+
+    snap = download(_HUB_FILES)
+    if not any(snap.glob("*.safetensors")) and allow_pickle:
+        snap = download([*_HUB_FILES, "*.bin"])
+    commit = snap.name  # snapshots/<commit sha>
+    return describe(snap, allow_pickle, stat_cache, "model.repo_id",
+                    {"source": "hub", "repo_id": repo_id, "revision": revision, "commit": commit})
+
+
+def init_key_config(model_cfg, project_root: Path, stat_cache: StatCache) -> dict:
+    """The recipe subtree that determines an init model, with the tokenizer inputs by content."""
+    tok = model_cfg.tokenizer
+    tok_inputs = {}
+    if tok.path:
+        d = Path(tok.path)
+        if not d.is_dir():
+            raise InvalidInput(f"model.tokenizer.path: {d} is not a folder")
+        tok_inputs = {p.name: stat_cache.digest(p) for p in sorted(d.iterdir()) if p.is_file()}
+    elif tok.train_text:
+        p = Path(tok.train_text)
+        if not p.is_file():
+            raise InvalidInput(f"model.tokenizer.train_text: {p} not found")
+        tok_inputs = {"train_text": stat_cache.digest(p), "vocab_size": tok.vocab_size}
+    else:
+        raise InvalidInput("model.tokenizer: an init model needs tokenizer.path or tokenizer.train_text")
+    return {"architecture": model_cfg.architecture, "config": dict(model_cfg.config), "seed": model_cfg.seed,
+            "tokenizer": tok_inputs}
+
+
+def run_init(model_cfg, out: Path, stat_cache: StatCache) -> dict:
+    from llmbuild.synth import create_model
+
+    tok = model_cfg.tokenizer
+    dtype = "float32" if model_cfg.dtype.value == "auto" else model_cfg.dtype.value
+    model_dir = create_model(out / "model", model_cfg.architecture, dict(model_cfg.config), model_cfg.seed,
+                             tokenizer_dir=Path(tok.path) if tok.path else None,
+                             train_text=Path(tok.train_text) if tok.train_text else None,
+                             vocab_size=tok.vocab_size, dtype=dtype)
+    rec = describe(model_dir, False, stat_cache, "model", {"source": "init", "seed": model_cfg.seed})
+    rec["model_dir"] = "model"  # relative to the cache entry: entries can move with the cache
+    return rec
