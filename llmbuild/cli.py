@@ -79,7 +79,7 @@ def _error_line(e: Exception) -> str:
     parts = []
     while e is not None and len(parts) < 3:
         text = str(e).strip()
-        if text:
+        if text and "$VALUE" not in text and "$KEY" not in text:
             parts.append(text.splitlines()[0].rstrip("."))
         full_key = getattr(e, "full_key", None)
         if full_key and all(full_key not in p for p in parts):
@@ -124,12 +124,28 @@ def _task(cfg) -> int:
     except BuildError as e:
         print(f"llmbuild: error: {e}", file=sys.stderr)
         code = e.exit_code
+    except Exception as e:  # a bug: one line here, the traceback in the build log
+        from llmbuild.ui import log_bug
+
+        where = log_bug(e)
+        print(f"llmbuild: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
+              f" please report it with {where}", file=sys.stderr)
+        code = 1
     _results.append(code)
     return code
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and notices would drown the build's own lines."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries()
     try:
         code = _main(argv)
     except BuildError as e:

@@ -137,7 +137,11 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
 
     try:
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        obj = OmegaConf.to_object(cfg)
+        raw.pop("hydra", None)
+        # merge the plain values into the schema again: this also rejects keys added with `+key=`,
+        # which Hydra lets into typed nodes
+        typed = OmegaConf.merge(OmegaConf.structured(BuildConfigSchema), raw)
+        obj = OmegaConf.to_object(typed)
     except OmegaConfBaseException as e:
         raise InvalidInput(f"invalid recipe: {_one_line(e)}") from None
     if not obj.targets:

@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from llmbuild import __version__
 from llmbuild import targets as registry
 from llmbuild.cache import Cache, Entry, link_tree
 from llmbuild.config import BuildConfig
-from llmbuild.errors import GateFailed, LicenseViolation
+from llmbuild.errors import GateFailed, InvalidInput, LicenseViolation
 from llmbuild.hashing import sha256_json
 from llmbuild.plan import check_targets, make_plan
 from llmbuild.stages.acquire import ModelRef
@@ -300,19 +301,25 @@ def run_build(bc: BuildConfig) -> int:
     try:
         failed = b.run()
         status = "gate failed" if failed else "built"
+    except InvalidInput:
+        # nothing was built: leave no folder behind (the cache is untouched by construction)
+        ui.close()
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
     except LicenseViolation as e:
         status, error = "license violation", str(e)
         raise
-    except Exception as e:
+    except BaseException as e:
         error = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise
     finally:
         cache.stat_cache.save()
-        try:
-            document.write_all(b, status=status, error=error, seconds=time.time() - started,
-                               tools=tool_versions(_all_tools(bc)), host=_host())
-        finally:
-            ui.close()
+        if build_dir.exists():
+            try:
+                document.write_all(b, status=status, error=error, seconds=time.time() - started,
+                                   tools=tool_versions(_all_tools(bc)), host=_host())
+            finally:
+                ui.close()
     if failed:
         worst = failed[0]
         raise GateFailed(f"targets.{worst['target']}.gates.{worst['gate']}: {worst['figure']} = "

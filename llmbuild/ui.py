@@ -15,6 +15,21 @@ from pathlib import Path
 log = logging.getLogger("llmbuild")
 
 
+_last_log: list[Path] = []
+
+
+def log_bug(e: BaseException) -> str:
+    """Write an unexpected exception's traceback to the current build log (or a temp file)."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(e))
+    path = _last_log[-1] if _last_log else Path(tempfile.mkstemp(prefix="llmbuild-bug-", suffix=".log")[1])
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+    return str(path)
+
+
 class UI:
     def __init__(self) -> None:
         from rich.console import Console
@@ -30,6 +45,7 @@ class UI:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(h)
         self._file_handler = h
+        _last_log.append(path)
 
     def close(self) -> None:
         if self._file_handler:

@@ -127,7 +127,7 @@ def model_card(build, status: str, seconds: float, host: dict) -> str:
                     task_type="text-generation", dataset_type="llmbuild-parity-probes",
                     dataset_name="parity probes vs source model", dataset_config=r["name"],
                     metric_type=metric, metric_value=round(float(value), 6),
-                    metric_name=f"{r['name']} {label}", source_name="llmbuild verify"))
+                    metric_name=f"{r['name']} {label}"))
     lic = licenses.card_fields(decision) if decision is not None else {}
     data = ModelCardData(
         model_name=build.model_name,
@@ -162,7 +162,7 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
     lines = [
         f"# {build.model_name}",
         "",
-        f"Built by [llmbuild](https://github.com/) {__version__} from recipe `{bc.recipe}`; build status: "
+        f"Built by llmbuild {__version__} from recipe `{bc.recipe}`; build status: "
         f"**{status}**.",
         "",
         "## Model Details",

@@ -29,6 +29,9 @@ def tokenize_probes(model_dir: Path, probes: list[str], max_tokens: int, trust_r
 def run(model_dir: Path, probes: list[str], max_tokens: int, dtype: str, trust_remote_code: bool, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     token_ids = tokenize_probes(model_dir, probes, max_tokens, trust_remote_code)
     # "auto" computes the reference in float32: upcasting is exact, so the reference is the source model
