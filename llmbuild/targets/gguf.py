@@ -11,6 +11,7 @@ time on a small thread pool and written in order, so memory holds about one tens
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import math
 import os
@@ -50,20 +51,22 @@ LLAMA_CPP_ONLY = re.compile(r"^(q\d_k(_[sml])?|iq\d_\w+|tq\d_0|mxfp4\w*)$")
 OUTPUT_AT_8_BITS = {"q4_0", "q4_1", "q5_0", "q5_1"}
 ROPE_KINDS = ("default", "linear", "llama3")
 
-# Gates per quant. max_kld sits above llama.cpp's published mean KLD vs fp16 on Llama-3-8B (Q8_0
-# 0.00136, Q4_0 0.0719; formats.md) with room for small models, which quantize worse; the tiny test
-# models measure far below these. min_top1 follows from the same: a few flips per hundred positions
-# at 4 bits. max_abs_diff catches a wrong tensor or permutation, whose errors are of the logits' own
-# size; quantized files legitimately move large logits by whole units.
+# Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
+# mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q4_0 0.0719; formats.md) with room for small models,
+# which quantize worse; the tiny test models measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a
+# floor that catches a broken file (which agrees on ~1/vocab of positions), not a quality bar: on
+# models with near-tied logits it is noisy (tiny Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90;
+# tiny Qwen2: 1.0 at every quant). max_abs_diff catches a wrong tensor or permutation; quantized
+# files legitimately move a large logit by units (tiny models: f32 2e-4, q8_0 0.009, q4_0 0.094).
 DEFAULT_GATES = {
     "f32": {"min_top1": 0.99, "max_kld": 1e-4, "max_abs_diff": 0.05},
     "f16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5},
-    "bf16": {"min_top1": 0.97, "max_kld": 5e-3, "max_abs_diff": 1.0},
-    "q8_0": {"min_top1": 0.95, "max_kld": 0.01, "max_abs_diff": 1.5},
-    "q5_1": {"min_top1": 0.90, "max_kld": 0.05, "max_abs_diff": 3.0},
-    "q5_0": {"min_top1": 0.90, "max_kld": 0.05, "max_abs_diff": 3.0},
-    "q4_1": {"min_top1": 0.85, "max_kld": 0.15, "max_abs_diff": 5.0},
-    "q4_0": {"min_top1": 0.85, "max_kld": 0.15, "max_abs_diff": 5.0},
+    "bf16": {"min_top1": 0.95, "max_kld": 2e-3, "max_abs_diff": 1.0},
+    "q8_0": {"min_top1": 0.90, "max_kld": 0.01, "max_abs_diff": 1.5},
+    "q5_1": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0},
+    "q5_0": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0},
+    "q4_1": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0},
+    "q4_0": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0},
 }
 
 # Rows per quantization call are capped at about this many elements: gguf-py's block quantizers make
@@ -148,7 +151,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     try:
-        _write_tensors(writer, ckpt, plan, options.threads or os.cpu_count() or 1, progress)
+        _write_tensors(writer, ckpt, plan, options.threads or _cores(), progress)
     finally:
         writer.close()
     types: dict[str, int] = {}
@@ -386,6 +389,13 @@ def _add_metadata(w, cfg: dict, quant: str, meta: ArtifactMeta, n_params: int) -
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _file_stem(name: str) -> str:
     """A model name as a file name: path separators and odd characters become '-'."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-.") or "model"
@@ -408,11 +418,20 @@ def _llama(path: Path, n_ctx: int):
     if hit and hit[0] == ident and hit[1] >= n_ctx:
         return hit[2]
     _LOADED.pop(str(path), None)
-    # verbose=False routes llama.cpp's own log through a callback that drops it
+    # verbose=False: llama-cpp-python's log callback then passes on llama.cpp's errors only
     llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
                           n_threads=2, verbose=False)
     _LOADED[str(path)] = (ident, n_ctx, llm)
     return llm
+
+
+def _close_all() -> None:
+    """Free llama.cpp models before interpreter teardown, when their destructors can no longer run."""
+    while _LOADED:
+        _LOADED.popitem()[1][2].close()
+
+
+atexit.register(_close_all)
 
 
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):

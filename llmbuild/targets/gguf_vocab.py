@@ -12,6 +12,7 @@ from gguf-py's `SpecialVocab`, the converter's own helper.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,15 @@ class Vocab:
         if self.scores is not None:
             writer.add_token_scores(self.scores)
         writer.add_token_types(self.types)
-        special = gguf.SpecialVocab(model_dir, load_merges=self.model == "gpt2", n_vocab=len(self.tokens))
+        # SpecialVocab warns about pair templates and the like, which llama.cpp never uses; keep the
+        # build's output to what matters
+        log = logging.getLogger("gguf.vocab")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            special = gguf.SpecialVocab(model_dir, load_merges=self.model == "gpt2", n_vocab=len(self.tokens))
+        finally:
+            log.setLevel(level)
         if self.model == "gpt2" and not special.merges:
             raise InvalidInput(f"{self.source}: byte-level BPE tokenizer without merges")
         # Written even when false: llama.cpp's default depends on the pre-tokenizer (llama-bpe adds BOS),
@@ -118,7 +127,8 @@ def _sentencepiece(path: Path, model_dir: Path, vocab_size: int) -> Vocab:
         # tokens, and turning <unk> into a control token would change what llama.cpp does with it.
         if tid < n_sp and types[tid] in (UNKNOWN, CONTROL) and tokens[tid] == content.encode("utf-8"):
             continue
-        tokens[tid], types[tid], scores[tid] = _added_entry(content, special) + (-1000.0,)
+        tokens[tid], types[tid] = _added_entry(content, special)
+        scores[tid] = -1000.0
     return Vocab("llama", "default", tokens, types, scores, path)
 
 

@@ -1,0 +1,350 @@
+"""The GGUF backend on the tiny models: what the file says (read back with gguf-py), what llama.cpp
+computes from it (against transformers), and how it tokenizes (against the source tokenizer)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmbuild.checkpoint import open_checkpoint
+from llmbuild.errors import InvalidInput
+from llmbuild.stages.verify import compare
+from llmbuild.targets import gguf as G
+from llmbuild.targets.common import ArtifactMeta
+from llmbuild.targets.gguf_vocab import LLAMA3_REGEX, QWEN2_REGEX
+from tests.conftest import CORPUS, make_tiny
+
+ARCHS = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
+QUANTS = ["f32", "f16", "q8_0", "q4_0"]
+META = ArtifactMeta(
+    name="acme/Tiny Model", license_id="other", license_name="acme-license",
+    license_link="https://example.com/LICENSE", base_model="acme/tiny-base",
+    base_model_url="https://huggingface.co/acme/tiny-base", base_model_organization="acme",
+    quantized_by="llmbuild test",
+)
+# No leading whitespace: transformers 5's LlamaTokenizer folds it into the "▁" it prepends, while
+# SentencePiece itself and llama.cpp keep it (" a" -> [▁a] vs [▁, ▁a]); nothing in a GGUF can say so.
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Digits 1234567,  two  spaces,\ttab and\nnew lines.",
+    "Unicode: café, naïve, 東京, 🚀!",
+]
+
+
+def export(model_dir: Path, out: Path, quant: str, allow_pickle: bool = False) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    calls = []
+    rec = G.export(open_checkpoint(model_dir, allow_pickle=allow_pickle), G.Options(quant=quant), out, META,
+                   lambda *a: calls.append(a))
+    assert calls and calls[-1][0] == calls[-1][1] == rec["tensors"]
+    return rec
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_models, tmp_path_factory):
+    """(arch, quant) -> (out dir, record), each exported once per module."""
+    root = tmp_path_factory.mktemp("gguf")
+    done = {}
+
+    def get(arch: str, quant: str):
+        if (arch, quant) not in done:
+            out = root / arch / quant
+            done[arch, quant] = out, export(tiny_models[arch], out, quant)
+        return done[arch, quant]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_models):
+    """arch -> (probe token ids, transformers fp32 logits)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    rng = np.random.default_rng(0)
+    probes = [[1, *rng.integers(3, 512, n).tolist()] for n in (15, 31, 47)]
+    out = {}
+    for arch in ARCHS:
+        model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
+        with torch.no_grad():
+            out[arch] = probes, [model(torch.tensor([p])).logits[0].numpy() for p in probes]
+    return out
+
+
+def fields(path: Path) -> tuple[dict, dict]:
+    """(metadata key -> value, tensor name -> GGML type name) as gguf-py reads the file back."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    return {k: f.contents() for k, f in reader.fields.items()}, {t.name: t.tensor_type.name for t in reader.tensors}
+
+
+@pytest.mark.parametrize("quant", QUANTS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_reads_back(exports, tiny_models, arch, quant):
+    import gguf
+
+    out, rec = exports(arch, quant)
+    assert [p.name for p in out.iterdir()] == [f"acme-Tiny-Model-{quant}.gguf"] == [rec["file"]]
+    kv, types = fields(out / rec["file"])
+    cfg = json.loads((tiny_models[arch] / "config.json").read_text())
+    a = "qwen2" if arch == "Qwen2ForCausalLM" else "llama"
+    expected = {
+        "general.architecture": a, "general.name": "acme/Tiny Model", "general.license": "other",
+        "general.license.name": "acme-license", "general.license.link": "https://example.com/LICENSE",
+        "general.base_model.count": 1, "general.base_model.0.name": "tiny-base",
+        "general.base_model.0.organization": "acme",
+        "general.base_model.0.repo_url": "https://huggingface.co/acme/tiny-base",
+        "general.quantized_by": "llmbuild test",
+        "general.file_type": int(gguf.LlamaFileType["ALL_F32" if quant == "f32" else f"MOSTLY_{quant.upper()}"]),
+        f"{a}.context_length": 256, f"{a}.embedding_length": 64, f"{a}.block_count": 2,
+        f"{a}.feed_forward_length": 128, f"{a}.attention.head_count": 4, f"{a}.attention.head_count_kv": 2,
+        f"{a}.rope.freq_base": 10000.0, f"{a}.vocab_size": 512, f"{a}.rope.dimension_count": 16,
+        "tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0,
+        "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False,
+    }
+    assert {k: kv.get(k) for k in expected} == expected
+    assert kv[f"{a}.attention.layer_norm_rms_epsilon"] == pytest.approx(cfg["rms_norm_eps"])
+    assert len(kv["tokenizer.ggml.tokens"]) == len(kv["tokenizer.ggml.token_type"]) == 512
+    assert kv["tokenizer.ggml.tokens"][:3] == ["<unk>", "<s>", "</s>"]
+    assert kv["tokenizer.ggml.token_type"][:4] == [2, 3, 3, 6]  # unknown, control, control, byte
+    # every checkpoint tensor is in the file, under llama.cpp's name, with llama.cpp's type choice
+    assert len(types) == len(open_checkpoint(tiny_models[arch]).tensor_names) == rec["tensors"]
+    assert "blk.1.ffn_down.weight" in types and "output_norm.weight" in types
+    assert ("blk.0.attn_q.bias" in types) == (arch == "Qwen2ForCausalLM")
+    assert ("output.weight" in types) == (arch != "Qwen2ForCausalLM")  # Qwen2's tiny model ties them
+    base = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[quant]
+    out_matrix = "token_embd.weight" if arch == "Qwen2ForCausalLM" else "output.weight"
+    for name, t in types.items():
+        if name.endswith(("_norm.weight", ".bias")):
+            assert t == "F32", name
+        elif name == out_matrix and quant == "q4_0":
+            assert t == "Q8_0", name
+        else:
+            assert t == base, name
+    assert rec["tensor_types"] == {t: list(types.values()).count(t) for t in set(types.values())}
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("quant", QUANTS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_llamacpp_logits_match_transformers(exports, reference, arch, quant):
+    pytest.importorskip("llama_cpp")
+    out, rec = exports(arch, quant)
+    probes, ref = reference[arch]
+    full = compare(ref, G.run_logits(out, rec, probes))
+    kv = compare(ref, [G.run_logits(out, rec, [p], split=len(p) // 2)[0] for p in probes])
+    gates = G.default_gates(G.Options(quant=quant))
+    for m in (full, kv):
+        assert m["top1"] >= gates["min_top1"], m
+        assert m["kld_mean"] <= gates["max_kld"], m
+        assert m["max_abs_diff"] <= gates["max_abs_diff"], m
+    if quant == "f32":
+        # measured 1.5e-4 .. 1.8e-4 (llama.cpp's converter: 0.033 at q8_0 on the 19M model)
+        assert full["max_abs_diff"] < 1e-3 and full["top1"] == 1.0, full
+    assert abs(full["kld_mean"] - kv["kld_mean"]) < 1e-6
+
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sentencepiece_tokenization_matches(exports, tiny_models, arch):
+    pytest.importorskip("llama_cpp")
+    import transformers
+
+    # the class the checkpoint declares: transformers 5's AutoTokenizer picks Qwen2Tokenizer for any
+    # qwen2 model and reads this SentencePiece tokenizer.json without its spaces
+    cls = json.loads((tiny_models[arch] / "tokenizer_config.json").read_text())["tokenizer_class"]
+    hf = getattr(transformers, cls).from_pretrained(tiny_models[arch])
+    out, rec = exports(arch, "q8_0")
+    llm = G._llama(out / rec["file"], 64)
+    for text in TEXTS:
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == hf(text).input_ids, text
+
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+
+
+def bpe_model(root: Path, style: str) -> Path:
+    """A tiny checkpoint whose tokenizer is a byte-level BPE tokenizer.json (no tokenizer.model)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    arch = "Qwen2ForCausalLM" if style == "qwen2" else "LlamaForCausalLM"
+    d = make_tiny(root / style, arch)
+    (d / "tokenizer.model").unlink()
+    tok = Tokenizer(models.BPE())
+    if style == "gpt-2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        split = pre_tokenizers.Split(Regex(LLAMA3_REGEX if style == "llama-bpe" else QWEN2_REGEX), "isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                      use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    special = ["<|begin_of_text|>", "<|end_of_text|>"]
+    tok.train([str(CORPUS)], trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False,
+                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if style == "llama-bpe":  # Llama 3 adds BOS through its post-processor
+        tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                           special_tokens=[("<|begin_of_text|>", 0)])
+    tok.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": special[0], "eos_token": special[1],
+         "chat_template": CHAT_TEMPLATE}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def bpe_exports(tmp_path_factory):
+    """style -> (checkpoint dir, out dir, record) of an f16 export of a byte-level BPE model."""
+    root = tmp_path_factory.mktemp("bpe")
+    done = {}
+
+    def get(style: str):
+        if style not in done:
+            d = bpe_model(root, style)
+            done[style] = d, root / f"out-{style}", export(d, root / f"out-{style}", "f16")
+        return done[style]
+
+    return get
+
+
+BPE_STYLES = ["gpt-2", "llama-bpe", "qwen2"]
+
+
+@pytest.mark.parametrize("style", BPE_STYLES)
+def test_byte_level_bpe_vocab(bpe_exports, style):
+    _, out, rec = bpe_exports(style)
+    kv, _ = fields(out / rec["file"])
+    assert kv["tokenizer.ggml.model"] == "gpt2" and kv["tokenizer.ggml.pre"] == style
+    assert len(kv["tokenizer.ggml.tokens"]) == 512 and kv["tokenizer.ggml.merges"]
+    assert kv["tokenizer.ggml.token_type"][:2] == [3, 3] and kv["tokenizer.ggml.token_type"][-1] == 5
+    assert kv["tokenizer.ggml.add_bos_token"] is (style == "llama-bpe")
+    assert kv["tokenizer.ggml.bos_token_id"] == 0 and kv["tokenizer.ggml.eos_token_id"] == 1
+    assert kv["tokenizer.chat_template"] == CHAT_TEMPLATE
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("style", BPE_STYLES)
+def test_byte_level_bpe_tokenization_matches(bpe_exports, style):
+    pytest.importorskip("llama_cpp")
+    from transformers import PreTrainedTokenizerFast
+
+    d, out, rec = bpe_exports(style)
+    hf = PreTrainedTokenizerFast.from_pretrained(d)
+    llm = G._llama(out / rec["file"], 64)
+    for text in TEXTS:
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == hf(text).input_ids, text
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+     "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+], ids=["llama3", "linear"])
+@pytest.mark.llamacpp
+def test_rope_scaling(tmp_path, rope):
+    pytest.importorskip("llama_cpp")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    d = make_tiny(tmp_path / "m", "LlamaForCausalLM", rope_parameters=rope)
+    rec = export(d, tmp_path / "out", "f32")
+    kv, types = fields(tmp_path / "out" / rec["file"])
+    assert ("rope_freqs.weight" in types) == (rope["rope_type"] == "llama3")
+    assert kv.get("llama.rope.scaling.type") == ("linear" if rope["rope_type"] == "linear" else None)
+    ids = [list(range(1, 200, 3))]  # 67 positions, past original_max_position_embeddings
+    with torch.no_grad():
+        ref = AutoModelForCausalLM.from_pretrained(d).eval()(torch.tensor(ids)).logits[0].numpy()
+    m = compare([ref], G.run_logits(tmp_path / "out", rec, ids))
+    assert m["max_abs_diff"] < 1e-3 and m["top1"] == 1.0, m
+
+
+@pytest.fixture(scope="module")
+def odd_rows(tmp_path_factory):
+    """A q8_0 export of a model with 48-wide rows, which are not whole 32-element blocks."""
+    root = tmp_path_factory.mktemp("odd")
+    d = make_tiny(root / "m", "LlamaForCausalLM", hidden_size=48, intermediate_size=96)
+    return root / "out", export(d, root / "out", "q8_0")
+
+
+def test_rows_not_whole_blocks_fall_back_to_f16(odd_rows):
+    out, rec = odd_rows
+    _, types = fields(out / rec["file"])
+    assert types["blk.0.attn_q.weight"] == "F16"  # rows of 48
+    assert types["blk.0.ffn_down.weight"] == "Q8_0"  # rows of 96
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_runs_the_f16_fallback(odd_rows):
+    pytest.importorskip("llama_cpp")
+    out, rec = odd_rows
+    logits = G.run_logits(out, rec, [[1, 5, 9, 20]])[0]
+    assert logits.shape == (4, 512) and np.isfinite(logits).all()
+
+
+def test_pickle_checkpoint_gives_the_same_file(tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    src = tiny_models["Qwen2ForCausalLM"]
+    d = tmp_path / "bin"
+    shutil.copytree(src, d, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_file(src / "model.safetensors"), d / "pytorch_model.bin")
+    a = export(src, tmp_path / "a", "q4_0")
+    b = export(d, tmp_path / "b", "q4_0", allow_pickle=True)
+    assert (tmp_path / "a" / a["file"]).read_bytes() == (tmp_path / "b" / b["file"]).read_bytes()
+
+
+def test_quant_table_matches_gguf():
+    import gguf
+
+    for quant, (ggml_type, ftype) in G.QUANTS.items():
+        assert gguf.GGMLQuantizationType[ggml_type].name == quant.upper()
+        assert ftype == gguf.LlamaFileType["ALL_F32" if quant == "f32" else f"MOSTLY_{quant.upper()}"]
+        assert set(G.default_gates(G.Options(quant=quant))) == {"min_top1", "max_kld", "max_abs_diff"}
+
+
+@pytest.mark.parametrize("quant, words", [
+    ("q3_x", ["targets.g.quant", "unknown", "q8_0"]),
+    ("q4_k_m", ["targets.g.quant", "llama.cpp", "not yet supported"]),
+    ("Q8_0", ["targets.g.quant", "unknown"]),
+])
+def test_check_rejects_quants(quant, words):
+    cfg = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 64}
+    with pytest.raises(InvalidInput) as e:
+        G.check(G.Options(quant=quant), cfg, "targets.g")
+    assert all(w in str(e.value) for w in words) and "\n" not in str(e.value)
+
+
+def test_check_rejects_architecture_and_rope():
+    with pytest.raises(InvalidInput, match=r"targets\.g: architecture 'GPT2LMHeadModel'.*LlamaForCausalLM"):
+        G.check(G.Options(), {"architectures": ["GPT2LMHeadModel"], "max_position_embeddings": 64}, "targets.g")
+    yarn = {"architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 64,
+            "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}}
+    with pytest.raises(InvalidInput, match=r"targets\.g: config.json rope scaling 'yarn'"):
+        G.check(G.Options(), yarn, "targets.g")
+    G.check(G.Options(quant="q5_1"), {"architectures": ["MistralForCausalLM"], "max_position_embeddings": 64}, "t")
+
+
+@pytest.mark.parametrize("case", ["wordpiece", "unknown-regex", "none"])
+def test_unmappable_tokenizer_names_the_file(tiny_models, tmp_path, case):
+    d = tmp_path / "m"
+    shutil.copytree(tiny_models["LlamaForCausalLM"], d)
+    (d / "tokenizer.model").unlink()
+    tj = json.loads((d / "tokenizer.json").read_text())
+    if case == "wordpiece":
+        tj["model"]["type"] = "WordPiece"
+    elif case == "unknown-regex":
+        tj.update(decoder={"type": "ByteLevel"}, pre_tokenizer={"type": "Split", "pattern": {"Regex": r"\w+"}})
+        tj["model"]["byte_fallback"] = False
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    if case == "none":
+        (d / "tokenizer.json").unlink()
+    with pytest.raises(InvalidInput, match="tokenizer.json" if case != "none" else "no tokenizer.model"):
+        export(d, tmp_path / "out", "f16")
+    assert not list((tmp_path / "out").iterdir())  # failed before writing anything
