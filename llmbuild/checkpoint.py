@@ -95,12 +95,10 @@ class Checkpoint:
                 for name in list(state):
                     yield name, state.pop(name)
             return
-        from safetensors import safe_open
-
-        for f in self.weight_files:
-            with safe_open(str(f), framework="pt") as st:
-                for name in st.keys():
-                    yield name, st.get_tensor(name)
+        # one safe_open per tensor: a handle kept open over the whole file keeps every page it
+        # touched mapped, and RSS grows to the file's size (measured: 1.16 GB vs 357 MB on `mid`)
+        for name in self.index:
+            yield name, self.get_tensor(name)
 
     def get_tensor(self, name: str):
         if self.pickle:
