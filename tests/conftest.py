@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see llmbuild/cli.py: spinning threads on shared cores
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "tokenizer_corpus.txt"
