@@ -36,6 +36,9 @@ def make_plan(bc: BuildConfig) -> list[Step]:
         raise InvalidInput("eval.max_tokens: must be at least 2")
     if not bc.eval.probes:
         raise InvalidInput("eval.probes: at least one probe prompt is needed to verify the artifacts")
+    from llmbuild.licenses.config import validate as validate_license
+
+    validate_license(bc.license)  # a waiver without a reason, a bad fact value: exit 2 before acquisition
     steps = [Step("acquire", "acquire"), Step("license", "license")]
     if bc.finetune.method != "none":
         steps.append(Step("finetune", "finetune"))

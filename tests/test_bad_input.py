@@ -139,3 +139,17 @@ def test_hub_revision_absent_offline(ws, tmp_path):
     lay_out_hub_cache(hf_home, "acme/tiny-llama", make_tiny(tmp_path / "src"))
     assert_bad(ws, ["recipe=tiny", "model.source=hub", "model.repo_id=acme/tiny-llama", "model.revision=v9.9"],
                2, "model.revision", "v9.9", env={"HF_HOME": str(hf_home)})
+
+
+def test_waiver_without_reason(ws):
+    assert_bad(ws, ["recipe=tiny", "+license.waivers=[{clause: 'apache-2.0:redistribution', approved_by: me}]"],
+               2, "license.waivers")
+
+
+def test_unknown_license_id(ws):
+    line = assert_bad(ws, ["recipe=tiny", "license.id=llama-3.7-super"], 2, "llama-3.7-super")
+    assert "llama" in line  # the closest known ids are suggested
+
+
+def test_unknown_policy(ws):
+    assert_bad(ws, ["recipe=tiny", "license/policy=anything-goes"], 2, "anything-goes")
