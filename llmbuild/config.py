@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from llmbuild.errors import InvalidInput
+from llmbuild.finetune.config import FinetuneConfig
 from llmbuild.licenses.config import LicenseConfig
 
 
@@ -52,11 +54,6 @@ class ModelConfig:
     dtype: DType = DType.auto  # precision the source is loaded in for the reference logits
     trust_remote_code: bool = False  # never run code shipped with a checkpoint unless asked
     allow_pickle: bool = False  # accept PyTorch .bin weights (loaded with weights_only=True)
-
-
-@dataclass
-class FinetuneConfig:
-    method: str = "none"  # none (the fine-tuning stage fills this group)
 
 
 @dataclass
@@ -119,6 +116,34 @@ class BuildConfig:
     recipe_file: Optional[str] = None  # the recipe's path, for the manifest
 
 
+# the project folder: shipped recipes name shipped files (data/...) relative to it
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(p: str | None) -> str | None:
+    """A recipe's relative path: from where llmbuild runs if it exists there, else from the project
+    folder (so the shipped recipes work from any folder). Absolute and ~ paths are taken as they are."""
+    if not p:
+        return p
+    path = Path(p).expanduser()
+    if path.is_absolute() or path.exists() or not (PROJECT / path).exists():
+        return str(path)
+    return str(PROJECT / path)
+
+
+def _resolve_paths(obj) -> None:
+    m = obj.model
+    m.path = resolve_path(m.path)
+    m.tokenizer.path = resolve_path(m.tokenizer.path)
+    m.tokenizer.train_text = resolve_path(m.tokenizer.train_text)
+    ft = obj.finetune
+    for d in getattr(ft, "datasets", None) or []:
+        d.path = resolve_path(d.path)
+        d.eval_path = resolve_path(d.eval_path)
+    if getattr(ft, "golden", None):
+        ft.golden = resolve_path(ft.golden)
+
+
 def register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
@@ -144,11 +169,12 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
         obj = OmegaConf.to_object(typed)
     except OmegaConfBaseException as e:
         raise InvalidInput(f"invalid recipe: {_one_line(e)}") from None
-    if not obj.targets:
-        raise InvalidInput("targets: the recipe declares no targets")
+    _resolve_paths(obj)
     tlist = []
     for name, node in cfg.targets.items():
         key = f"targets.{name}"
+        if node is None:  # `targets.NAME: null` drops a target a parent recipe declared
+            continue
         if not isinstance(node, DictConfig) or "backend" not in node:
             raise InvalidInput(f"{key}.backend: every target needs a backend (one of: "
                                f"{', '.join(sorted(target_registry.BACKENDS))})")
@@ -163,4 +189,6 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
             raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
                                f"{mod.NAME}: {known})") from None
         tlist.append(Target(str(name), mod.NAME, options))
+    if not tlist:
+        raise InvalidInput("targets: the recipe declares no targets")
     return BuildConfig(obj.recipe, obj.build, obj.model, obj.license, obj.finetune, tlist, obj.eval, raw)

@@ -31,7 +31,7 @@ from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
-STAGE_VERSIONS = {"acquire": 1, "license": 1, "reference": 1, "export": 1, "verify": 1}
+STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 1}
 
 
 def tool_versions(dists) -> dict[str, str]:
@@ -77,13 +77,19 @@ class Build:
         self.artifacts: dict[str, dict] = {}
         self.license_decision = None
         self.model: ModelRef | None = None
+        self.base_model: ModelRef | None = None  # the acquired model when fine-tuning replaced self.model
+        self.finetune_record: dict | None = None
+        self.finetune_out: Path | None = None
         self.warnings: list[str] = []
 
     # -- the stage runner -------------------------------------------------------------------------
+    @staticmethod
+    def key(kind: str, key_parts: dict, tools=()) -> str:
+        return sha256_json({"stage": kind, "version": STAGE_VERSIONS[kind.split("-")[0]], "llmbuild": __version__,
+                            "tools": tool_versions(tools), **key_parts})
+
     def stage(self, name: str, kind: str, key_parts: dict, fn, tools=(), commit: bool = True) -> Entry | None:
-        version = STAGE_VERSIONS[kind.split("-")[0]]
-        key = sha256_json({"stage": kind, "version": version, "llmbuild": __version__,
-                           "tools": tool_versions(tools), **key_parts})
+        key = self.key(kind, key_parts, tools)
         t0 = time.monotonic()
         hit = self.cache.lookup(kind, key) if commit else None
         if hit:
@@ -112,9 +118,17 @@ class Build:
         if self.model is None:
             return []
         self.warnings += check_targets(bc, self.model.record["config"])
+        if bc.finetune.method != "none":
+            from llmbuild.finetune import stage as ft
+
+            ft.plan_check(bc.finetune, self.model.record["config"])
         for w in self.warnings:
             self.ui.warn(w)
         self.license_gate()
+        if bc.finetune.method != "none":
+            self.base_model, self.model = self.model, self.finetune()
+            if self.model is None:
+                return []
         ref = self.reference()
         failed = []
         for t in bc.targets:
@@ -145,6 +159,40 @@ class Build:
                                 "seconds": round(time.monotonic() - t0, 3)})
         return ModelRef(model_dir, rec["model_digest"], rec["files"], rec)
 
+    def finetune(self) -> ModelRef | None:
+        """Train, merge, and hand every later stage the merged checkpoint instead of the acquired one."""
+        from llmbuild.finetune import stage as ft
+        from llmbuild.hashing import file_entries, tree_digest
+
+        cfg = self.bc.finetune
+        parts = {"model": self.model.digest, **ft.key_inputs(cfg, self.cache.stat_cache.digest)}
+        tools = ft.tools(cfg)
+        # checkpoints for resuming live beside the cache, keyed like the stage: a killed run resumes,
+        # and nothing there is ever mistaken for a finished model
+        work = self.cache.root / "work" / "finetune" / self.key("finetune", parts, tools)
+        base_dir = self.model.dir
+        with self.ui.progress("finetune") as cb:
+            def progress(step, total, loss, left):
+                cb(step, total, f"loss {loss:.3f}, {left:.0f} s left")
+
+            entry = self.stage("finetune", "finetune", parts,
+                               lambda out: ft.run(base_dir, cfg, out, work, progress), tools=tools)
+        if entry is None:
+            return None
+        shutil.rmtree(work, ignore_errors=True)
+        r = self.finetune_record = entry.record
+        self.finetune_out = entry.out
+        merged = entry.out / r["merged_dir"]
+        files = file_entries(merged, self.cache.stat_cache)
+        rec = dict(self.model.record, model_dir=str(merged), files=files, model_digest=tree_digest(files),
+                   config=json.loads((merged / "config.json").read_text()))
+        g = r.get("golden") or {}
+        golden = (f", golden exact match {g['before']['exact_match']:.2f} -> {g['after']['exact_match']:.2f}"
+                  if g else "")
+        self.ui.say(f"[finetune] {r['method']}: {r['steps']} steps, eval loss {r['eval_loss_before']:.3f} -> "
+                    f"{r['eval_loss_after']:.3f}{golden}")
+        return ModelRef(merged, rec["model_digest"], files, rec)
+
     def license_gate(self) -> None:
         from llmbuild import licenses
 
@@ -159,7 +207,16 @@ class Build:
                      for t in bc.targets},
         )
         upstream = self.model.dir if bc.model.source.value != "init" else None
-        decision = licenses.evaluate(bc.license, upstream, facts)
+        lic = bc.license
+        if bc.finetune.method != "none":
+            from llmbuild.finetune.stage import dataset_licenses
+            from llmbuild.licenses.config import DatasetLicense
+
+            # the fine-tuning data's licenses are judged by the policy like the model's own
+            lic = dataclasses.replace(lic, training_data=[
+                *lic.training_data, *(DatasetLicense(name=d["path"], license=d["license"])
+                                      for d in dataset_licenses(bc.finetune))])
+        decision = licenses.evaluate(lic, upstream, facts)
         self.license_decision = decision
         self.license_files = licenses.artifact_files(decision, upstream)
         licenses.write_reports(decision, self.dir)
@@ -339,6 +396,10 @@ def _all_tools(bc: BuildConfig) -> list[str]:
     from llmbuild.stages import acquire, reference
 
     tools = ["hydra-core", "omegaconf", "huggingface-hub", "safetensors", *acquire.INIT_TOOLS, *reference.TOOLS]
+    if bc.finetune.method != "none":
+        from llmbuild.finetune import stage as ft
+
+        tools += [*ft.tools(bc.finetune), "matplotlib"]
     for t in bc.targets:
         mod = registry.backend(t.backend)
         tools += [*mod.TOOLS, mod.RUNTIME_DIST]

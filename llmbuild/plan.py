@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from llmbuild import targets as registry
 from llmbuild.config import BuildConfig
 from llmbuild.errors import InvalidInput
-
-FINETUNE_METHODS = ("none",)
+from llmbuild.finetune.config import METHODS as FINETUNE_METHODS
 
 
 @dataclass

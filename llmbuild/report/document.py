@@ -14,7 +14,18 @@ import time
 from pathlib import Path
 
 from llmbuild import __version__
+from llmbuild.cache import link_tree
 from llmbuild.hashing import sha256_file
+
+
+def link_tree_file(src: Path, dst: Path) -> None:
+    import os
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 _CUTOFF = re.compile(r"(knowledge cut-?off|training data cut-?off|data freshness)[^\n]{0,120}", re.I)
 
@@ -24,6 +35,14 @@ def write_all(build, status: str, error: str | None, seconds: float, tools: dict
     if build.license_decision is not None:
         for fname, data in build.license_files.items():
             (d / fname).write_bytes(data)
+    if build.finetune_out is not None:
+        # the fine-tuning evidence travels with the build: loss plot and the adapter beside the card
+        for name in ("loss.png",):
+            if (build.finetune_out / name).exists():
+                link_tree_file(build.finetune_out / name, d / name)
+        adapter = build.finetune_record.get("adapter_dir")
+        if adapter and (build.finetune_out / adapter).is_dir():
+            link_tree(build.finetune_out / adapter, d / "adapter")
     if build.model is not None:
         (d / "README.md").write_text(model_card(build, status, seconds, host), encoding="utf-8")
     manifest = build_manifest(build, status, error, seconds, tools, host)
@@ -77,6 +96,9 @@ def build_manifest(build, status, error, seconds, tools, host) -> dict:
             "files": build.model.files if build.model else {},
         },
         "stages": build.stages,
+        "finetune": build.finetune_record,
+        "base_model_inputs": ({"model_dir": str(build.base_model.dir), "model_digest": build.base_model.digest,
+                               "files": build.base_model.files} if build.base_model else None),
         "artifacts": artifacts,
         "license": {"verdict": getattr(decision, "verdict", None),
                     "report": "LICENSE_REPORT.md" if decision is not None else None,
@@ -115,6 +137,7 @@ def model_card(build, status: str, seconds: float, host: dict) -> str:
     rows = _artifact_rows(build)
     quantized = any(r["precision"] not in ("fp32", "f32") for r in rows)
     base = bc.model.repo_id if bc.model.source.value == "hub" else None
+    relation = "finetune" if build.finetune_record else ("quantized" if quantized else None)
     evals = []
     for r in rows:
         v = r["verification"]
@@ -136,7 +159,8 @@ def model_card(build, status: str, seconds: float, host: dict) -> str:
         pipeline_tag="text-generation",
         tags=sorted({"llmbuild", *(r["backend"] for r in rows), *(r["precision"] for r in rows)}),
         eval_results=evals or None,
-        **({"base_model_relation": "quantized"} if base and quantized else {}),
+        datasets=[d["path"] for d in build.finetune_record["datasets"]] if build.finetune_record else None,
+        **({"base_model_relation": relation} if base and relation else {}),
     )
     if rows:
         data.library_name = "gguf" if all(r["backend"] == "gguf" for r in rows) else (
@@ -144,6 +168,32 @@ def model_card(build, status: str, seconds: float, host: dict) -> str:
     card = ModelCard.from_template(data, template_str=_TEMPLATE_HEADER + "\n{{ body }}\n",
                                    body=_body(build, rows, cfg, rec, status, seconds, host, decision))
     return str(card)
+
+
+def _training_details(r: dict) -> list[str]:
+    hp = r.get("hyperparameters", {})
+    g = r.get("golden") or {}
+    lines = [
+        f"Fine-tuned with **{r['method']}** ({r.get('trainable_parameters', 0):,} of {r.get('total_parameters', 0):,} "
+        f"parameters trained) for {r['steps']} steps in {r['seconds']:.1f} s on {r.get('hardware')}; the merged "
+        f"checkpoint is in {r.get('dtype')} and every artifact was built from it"
+        + (" (the LoRA adapter, in PEFT's format, is in `adapter/`)." if r.get("adapter_dir") else "."),
+        "",
+        "| data | shape | license | records | sha256 |",
+        "|---|---|---|---|---|",
+        *(f"| `{d['path']}` | {d['shape']} | {d['license']} | {d['records']} | `{d['sha256'][:16]}…` |"
+          for d in r.get("datasets", [])),
+        "",
+        "| evidence | before | after |",
+        "|---|---|---|",
+        f"| eval loss (held-out) | {r['eval_loss_before']:.4f} | {r['eval_loss_after']:.4f} |",
+    ]
+    if g:
+        lines.append(f"| golden set exact match ({g['n']} questions) | {g['before']['exact_match']:.3f} | "
+                     f"{g['after']['exact_match']:.3f} |")
+    lines += ["", "![train and eval loss](loss.png)", "",
+              "Hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in sorted(hp.items()) if v is not None)]
+    return lines
 
 
 _TEMPLATE_HEADER = "---\n{{ card_data }}\n---\n"
@@ -228,8 +278,8 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
     lines += [
         "## Training Details",
         "",
-        "No training in this build: the weights are the source model's, converted." if bc.finetune.method == "none"
-        else f"Fine-tuned with `{bc.finetune.method}`.",
+        *(_training_details(build.finetune_record) if build.finetune_record else
+          ["No training in this build: the weights are the source model's, converted."]),
         "",
         "## Evaluation",
         "",
