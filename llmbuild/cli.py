@@ -144,6 +144,9 @@ def _library_environment() -> None:
     # OpenMP threads that spin while waiting (the default) make llama.cpp's decode 100x slower
     # when the cores are shared (measured: verify 16.9 s -> 0.1 s on the tiny model under load)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"torch\.onnx")  # exporter chatter about axis names
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -188,6 +188,9 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
             known = ", ".join(f for f in mod.Options.__dataclass_fields__)
             raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
                                f"{mod.NAME}: {known})") from None
+        for opt in ("calibration_text", *getattr(mod, "PATH_OPTIONS", ())):
+            if hasattr(options, opt):
+                setattr(options, opt, resolve_path(getattr(options, opt)))
         tlist.append(Target(str(name), mod.NAME, options))
     if not tlist:
         raise InvalidInput("targets: the recipe declares no targets")

@@ -270,9 +270,11 @@ class Build:
             with self.ui.progress(f"export:{t.name}") as cb:
                 return mod.export(ckpt, t.options, out, meta, cb)
 
+        key_extra = getattr(mod, "key_extra", None)
         exp = self.stage(f"export:{t.name}", f"export-{t.backend}",
                          {"model": self.model.digest, "backend": mod.NAME, "options": options,
-                          "meta": _plain(meta)}, do_export, tools=mod.TOOLS)
+                          "meta": _plain(meta), "extra": key_extra(t.options) if key_extra else {}},
+                         do_export, tools=mod.TOOLS)
         info = {"target": t.name, "backend": t.backend, "precision": mod.precision(t.options), "options": options}
         self.artifacts[t.name] = info
         if exp is None:

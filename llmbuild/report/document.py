@@ -57,10 +57,23 @@ def _artifact_rows(build) -> list[dict]:
         files = a.get("files", {})
         size = sum(f["size"] for f in files.values())
         v = a.get("verification", {"status": "not run"})
+        exp = a.get("export") or {}
         rows.append({"name": name, "backend": a["backend"], "precision": a["precision"], "size": size,
-                     "bpw": (a.get("export") or {}).get("bits_per_weight"), "files": sorted(files),
-                     "verification": v})
+                     "bpw": exp.get("bits_per_weight"), "files": sorted(files), "verification": v,
+                     "export": exp, "notes": _notes(exp)})
     return rows
+
+
+def _notes(exp: dict) -> str:
+    """What a reader must know about an artifact beyond its verification: deferred work, own loaders."""
+    notes = []
+    if exp.get("engine") == "deferred":
+        notes.append(f"TensorRT engine deferred ({exp.get('engine_reason')}): build it on the deployment "
+                     f"machine with `{exp.get('build_command')}`")
+    loader = exp.get("loader")
+    if isinstance(loader, dict) and loader.get("third_party") is False:
+        notes.append(f"verified with {loader.get('name')}, not a third-party loader (none runs on CPU)")
+    return "; ".join(notes)
 
 
 def build_manifest(build, status, error, seconds, tools, host) -> dict:
@@ -107,6 +120,13 @@ def build_manifest(build, status, error, seconds, tools, host) -> dict:
         "tools": tools,
         "host": host,
     }
+
+
+def _file_list(files: list[str]) -> str:
+    shown = [f for f in files if not f.startswith(("LICENSE", "NOTICE", "USE_POLICY", "tokenizer", "special_"))]
+    more = len(files) - len(shown)
+    return ", ".join(f"`{f}`" for f in shown[:6]) + (f" (+{more + max(0, len(shown) - 6)} more)" if
+                                                      more + max(0, len(shown) - 6) else "")
 
 
 def _fmt_size(n: int) -> str:
@@ -228,15 +248,15 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
         "",
         "### Artifacts",
         "",
-        "| artifact | format | precision | size | bits/weight | files | verification |",
-        "|---|---|---|---|---|---|---|",
+        "| artifact | format | precision | size | bits/weight | files | verification | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         v = r["verification"]
         vtxt = v.get("status", "not run") + (f" ({v['reason']})" if v.get("reason") else "")
         bpw = f"{r['bpw']:.2f}" if isinstance(r["bpw"], (int, float)) else "-"
         lines.append(f"| `{r['name']}` | {r['backend']} | {r['precision']} | {_fmt_size(r['size'])} | {bpw} | "
-                     f"{', '.join(f'`{f}`' for f in r['files'] if not f.startswith(('LICENSE', 'NOTICE', 'USE_POLICY')))} | {vtxt} |")
+                     f"{_file_list(r['files'])} | {vtxt} | {r['notes']} |")
     lines += [
         "",
         "## Uses",
@@ -275,6 +295,14 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
                       "import onnxruntime as ort",
                       f"sess = ort.InferenceSession('artifacts/{r['name']}/model.onnx')",
                       "print([i.name for i in sess.get_inputs()])", "```", ""]
+        elif r["export"].get("serve"):
+            serve = r["export"]["serve"]
+            lines += [f"`{r['name']}` with TensorRT-LLM or vLLM (run in `artifacts/{r['name']}/`; see its SERVE.md):",
+                      "", "```bash", *(serve[k] for k in ("trtllm-serve", "vllm") if serve.get(k)), "```", "",
+                      *([f"vLLM: {serve['vllm_unsupported']}", ""] if serve.get("vllm_unsupported") else [])]
+        elif r["export"].get("build_command"):
+            lines += [f"`{r['name']}`: build the TensorRT engine where it will run (see BUILD_ENGINE.md):", "",
+                      "```bash", f"cd artifacts/{r['name']} && {r['export']['build_command']}", "```", ""]
     lines += [
         "## Training Details",
         "",

@@ -15,6 +15,10 @@ The contract a backend module fulfils (see onnx.py and gguf.py):
     export(ckpt, options, out_dir, meta, progress) -> dict   write files in out_dir only
     runtime_available() -> bool
     run_logits(artifact_dir, record, token_ids, split=None) -> list[np.ndarray]
+Optional:
+    key_extra(options) -> dict               what the export depends on beyond its options (input file
+                                             contents, the GPU and TensorRT version an engine is tied to)
+    PATH_OPTIONS: tuple[str, ...]            options holding file paths, resolved like the recipe's own
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from llmbuild.errors import InvalidInput
 BACKENDS: dict[str, str] = {
     "onnx": "llmbuild.targets.onnx",  # onnxruntime, CPU; fp32/fp16 with past key values
     "gguf": "llmbuild.targets.gguf",  # llama.cpp; F32/F16/BF16/Q8_0/Q4_0...
+    "trtllm": "llmbuild.targets.trtllm",  # TensorRT-LLM/vLLM/SGLang HF checkpoints: bf16/fp16, ModelOpt FP8, INT4-AWQ
+    "tensorrt": "llmbuild.targets.tensorrt",  # ONNX prepared for TensorRT; engine built where an NVIDIA GPU is
 }
 
 

@@ -1,0 +1,1167 @@
+"""The TensorRT-LLM target: a Hugging Face-layout checkpoint that TensorRT-LLM, vLLM and SGLang load.
+
+Since 2026 TensorRT-LLM has no engine-build step for LLMs: `trtllm-build` and `convert_checkpoint.py`
+were removed (NVIDIA/TensorRT-LLM PRs #11723, #15763 ...) and `trtllm-serve` / `LLM(...)` load a
+Hugging Face folder directly, quantized ones in NVIDIA ModelOpt's *unified HF checkpoint* format
+(ModelOpt `export_hf_checkpoint`, docs/source/deployment/3_unified_hf.rst). This module writes that
+folder itself, tensor by tensor, so memory stays near one tensor (plus one decoder layer while
+calibrating), never the model:
+
+- `quant: none`: bf16/fp16 safetensors shards + `model.safetensors.index.json`, `config.json`,
+  tokenizer files, `generation_config.json`.
+- `quant: fp8`: ModelOpt `FP8` (E4M3 weights, per-tensor `weight_scale`, static per-tensor
+  `input_scale` calibrated on text) or `FP8_PER_CHANNEL_PER_TOKEN` (per-output-channel
+  `weight_scale`, activations quantized per token at run time, no `input_scale`).
+- `quant: int4_awq`: ModelOpt `W4A16_AWQ`: symmetric group-wise int4 weights packed two per byte,
+  `weight_scale` per group, AWQ smoothing scales folded into the RMSNorms feeding q/k/v and
+  gate/up, and kept as `pre_quant_scale` on o_proj and down_proj, exactly where ModelOpt's export
+  leaves them and TensorRT-LLM reads them.
+
+Beside the weights: `hf_quant_config.json` (ModelOpt's legacy shape, which TensorRT-LLM treats as
+authoritative), `quantization_config` in config.json (ModelOpt's flat "quant_method: modelopt"
+shape), `extra_llm_api_options.yaml` (LLM-API options from the recipe) and SERVE.md with the
+`trtllm-serve` and `vllm serve` command lines.
+
+Format sources, read for this module (the comments below cite them by file):
+- ModelOpt 0.47.0 `modelopt/torch/export/unified_export_hf.py` (`_export_quantized_weight`,
+  `requantize_resmooth_fused_llm_layers`), `quant_utils.py` (`pack_int4_in_uint8`,
+  `get_quant_config`, `fuse_prequant_layernorm`, `postprocess_state_dict`), `convert_hf_config.py`.
+- TensorRT-LLM `tensorrt_llm/_torch/modules/linear.py` (`W4A16_AWQ_LinearMethod`,
+  `FP8QDQLinearMethod`, `FP8RowwiseLinearMethod`), `tensorrt_llm/quantization/modelopt_config.py`,
+  `tensorrt_llm/_torch/model_config.py` (`_build_modelopt_quant_config`).
+- vLLM `vllm/model_executor/layers/quantization/modelopt.py` (`QUANT_ALGOS`,
+  `ModelOptFp8LinearMethod`, `ModelOptFp8PcPtLinearMethod`).
+
+Verification (`run_logits`), the most real loader that runs on a CPU, per format:
+- bf16/fp16: `transformers.AutoModelForCausalLM.from_pretrained` on the folder: the real loader.
+- FP8 per-tensor: transformers 5.24 has no quantizer for `quant_method: modelopt` (its
+  AUTO_QUANTIZER_MAPPING lists fp8/compressed-tensors/... but not modelopt, and its "fp8" quantizer
+  reads DeepSeek-style `weight_scale_inv` block scales), and TensorRT-LLM and vLLM need CUDA. So
+  ModelOpt's own code (PyPI `nvidia-modelopt`, which runs on CPU) dequantizes: weights with
+  `modelopt.torch.export.quant_utils.from_quantized_weight(..., "fp8", ...)`, activations fake-
+  quantized with the static `input_scale` by `modelopt.torch.quantization.tensor_quant.scaled_e4m3`.
+  Where nvidia-modelopt is not installed, the reader below does the same and the record says so.
+- FP8 per-channel and INT4-AWQ: no third-party code can read them on a CPU (ModelOpt's
+  `from_quantized_weight` raises NotImplementedError for both; vLLM's modelopt loader does not
+  accept W4A16_AWQ at all; TensorRT-LLM is CUDA-only). They are dequantized by the small reader in
+  this module, which follows vLLM's `ModelOptFp8PcPtLinearMethod` and TensorRT-LLM's
+  `W4A16_AWQ_LinearMethod` semantics line by line. The export record says so under "loader" with
+  `third_party: false`; bench/gpu_check.sh runs the real kernels when a GPU is lent.
+In every case the logits are computed in float32, so they measure the checkpoint, not CPU
+half-precision kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import re
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmbuild.archs import architecture_of
+from llmbuild.errors import InvalidInput
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
+
+NAME = "trtllm"
+SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
+# nvidia-modelopt decides which loader verifies FP8 per-tensor checkpoints, so its version is keyed
+TOOLS = ("torch", "transformers", "safetensors", "tokenizers", "nvidia-modelopt")
+RUNTIME_DIST = "transformers"
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+QUANTS = ("none", "fp8", "int4_awq")
+FP8_WEIGHT_SCALES = ("per_tensor", "per_channel")
+FP8_ACTIVATION_SCALES = ("calibrated", "dynamic")
+# TensorRT-LLM runs W4A16_AWQ with the CUTLASS fpA_intB "finegrained" kernels
+# (finegrained_mixed_dtype_gemm), which are instantiated for groups of 64 and 128 only (onnxruntime's
+# copy of those kernels asserts `group_size == 64 || group_size == 128`).
+AWQ_GROUP_SIZES = (64, 128)
+# A calibration text shorter than this many tokens gives activation statistics from too few positions
+MIN_CALIBRATION_TOKENS = 64
+CALIB_SEQ_LEN = 256  # calibration sequences are cut to this length (ModelOpt's hf_ptq uses 512)
+
+# The runtime releases this format was written for (latest on PyPI when this module was written);
+# the record carries them so a user knows when to rebuild. Nothing here ran them: see bench/gpu_check.sh.
+BUILT_FOR = {
+    "tensorrt-llm": "1.2.1 (PyTorch backend; loads HF folders and ModelOpt unified checkpoints)",
+    "vllm": "0.33.0 (quantization 'modelopt': FP8, FP8_PER_CHANNEL_PER_TOKEN; not W4A16_AWQ)",
+    "nvidia-modelopt": "0.47.0 (unified HF checkpoint format: hf_quant_config.json + flat quantization_config)",
+}
+
+# The Llama-family decoder layer, as a table: linears that read the same input are fused by the
+# runtimes (TensorRT-LLM's qkv and gate_up linears, vLLM's QKVParallelLinear/MergedColumnParallelLinear),
+# so they share one AWQ scale folded into the norm that feeds them, as ModelOpt's export does
+# (requantize_resmooth_fused_llm_layers + fuse_prequant_layernorm). `norm=None`: the scale stays as
+# the linear's pre_quant_scale, which TensorRT-LLM applies for unfused (vanilla) linears only.
+# Used by Llama 2/3, Mistral, Qwen2 (q/k/v biases need nothing: smoothing scales input columns).
+@dataclass(frozen=True)
+class _Group:
+    norm: str | None
+    linears: tuple[str, ...]
+
+
+LLAMA_LAYER = (
+    _Group("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    _Group(None, ("self_attn.o_proj",)),
+    _Group("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    _Group(None, ("mlp.down_proj",)),
+)
+LAYER_LAYOUTS = {arch: LLAMA_LAYER for arch in SUPPORTED_ARCHS}
+# lm_head and the embedding stay in the model dtype: ModelOpt's default configs never quantize them
+# (the output layer is the most sensitive; the embedding is a lookup, not a GEMM)
+EXCLUDE_MODULES = ["lm_head", "model.embed_tokens"]
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)\.weight$")
+
+# Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
+# gguf target's bf16/f16 rows (the same rounding of the weights). FP8 E4M3 keeps 3 mantissa bits on
+# weights *and* activations, INT4-AWQ 4 bits per weight: their KLD limits sit with llama.cpp's q8_0 and
+# q4_0 rows (formats.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
+# (tests/targets/test_trtllm.py): FP8 top-1 0.90 / KLD 0.002, FP8 per-channel 0.95 / 0.002, INT4-AWQ
+# 0.92 / 0.013. Random-weight models have nearly flat next-token distributions whose top-2 gaps are
+# below quantization noise, so their top-1 agreement says little (the gpu-targets recipe sets its own).
+DEFAULT_GATES = {
+    "bf16": {"min_top1": 0.97, "max_kld": 5e-3, "max_abs_diff": 1.0},
+    "fp16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5},
+    "fp8": {"min_top1": 0.85, "max_kld": 0.02, "max_abs_diff": 2.0},
+    "int4_awq": {"min_top1": 0.80, "max_kld": 0.1, "max_abs_diff": 4.0},
+}
+
+SHARD_UNIT = 1 << 20  # bytes per shard_size_mb
+CHUNK_BYTES = 16 << 20  # larger unquantized matrices are converted in row blocks of about this many float32 bytes
+FP8_MAX = 448.0  # largest finite float8_e4m3fn; ModelOpt's FP8 maxbound
+INT4_MAX = 7.0  # ModelOpt's INT4 maxbound: scale = amax / 7 (quant_utils.get_scaling_factor_from_weight)
+
+
+@dataclass
+class Options:
+    backend: str = "trtllm"
+    dtype: str = "bf16"  # bf16|fp16: unquantized tensors and run-time activations; bf16 keeps fp32's range
+    quant: str = "none"  # none|fp8|int4_awq: fp8 halves bf16's weights (Hopper+), int4_awq quarters them (W4A16)
+    # per_tensor: ModelOpt "FP8" (one scale per matrix + static input_scale; vLLM and TRT-LLM);
+    # per_channel: "FP8_PER_CHANNEL_PER_TOKEN" (a scale per output row, finer; dynamic per-token activations)
+    fp8_weight_scales: str = "per_tensor"
+    # calibrated: static input_scale = amax on calibration_text / 448 (per_tensor); dynamic: per token
+    # at run time (per_channel) - the format ties each weight-scale kind to one activation kind
+    fp8_activation_scales: str = "calibrated"
+    awq_group_size: int = 128  # 64|128: input channels per int4 scale; 64 is more accurate, 128 smaller/faster
+    calibration_text: str | None = None  # text file for FP8 activation amax / AWQ scale search
+    calibration_tokens: int = 512  # tokens of it used: more is steadier statistics, slower calibration
+    max_batch_size: int = 64  # LLM-API max_batch_size: concurrent sequences; more needs more KV memory
+    max_seq_len: int | None = None  # LLM-API max_seq_len; None: the model's max_position_embeddings
+    kv_cache_free_gpu_memory_fraction: float = 0.9  # share of free GPU memory for the KV cache (TRT-LLM's default)
+    shard_size_mb: int = 2000  # safetensors shard size: bounds each file, not the writer's memory
+    gates: Gates = field(default_factory=Gates)
+
+
+# -- plan time ----------------------------------------------------------------------------------------
+
+
+def precision(options) -> str:
+    return options.dtype if options.quant == "none" else options.quant
+
+
+def default_gates(options) -> dict:
+    return dict(DEFAULT_GATES[precision(options)])
+
+
+def runtime_available() -> bool:
+    return importlib.util.find_spec("transformers") is not None and importlib.util.find_spec("torch") is not None
+
+
+def quant_algo(options) -> str | None:
+    """ModelOpt's quant_algo name for the options (None: not quantized)."""
+    if options.quant == "fp8":
+        return "FP8" if options.fp8_weight_scales == "per_tensor" else "FP8_PER_CHANNEL_PER_TOKEN"
+    if options.quant == "int4_awq":
+        return "W4A16_AWQ"
+    return None
+
+
+def needs_calibration(options) -> bool:
+    return options.quant == "int4_awq" or (options.quant == "fp8" and options.fp8_activation_scales == "calibrated")
+
+
+def key_extra(options) -> dict:
+    """What the export depends on beyond the options: the calibration text's content, not its path."""
+    if not needs_calibration(options) or not options.calibration_text:
+        return {}
+    p = Path(options.calibration_text)
+    return {"calibration_sha256": hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None}
+
+
+def linear_shapes(hf_config: dict) -> dict[str, tuple[int, int]]:
+    """(out_features, in_features) of each quantizable linear of one decoder layer, from config.json."""
+    h = hf_config["hidden_size"]
+    heads = hf_config["num_attention_heads"]
+    kv = hf_config.get("num_key_value_heads") or heads
+    hd = hf_config.get("head_dim") or h // heads
+    inter = hf_config["intermediate_size"]
+    return {
+        "self_attn.q_proj": (heads * hd, h), "self_attn.k_proj": (kv * hd, h), "self_attn.v_proj": (kv * hd, h),
+        "self_attn.o_proj": (h, heads * hd), "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
+        "mlp.down_proj": (h, inter),
+    }
+
+
+def check(options, hf_config: dict, key: str) -> None:
+    """Plan-time checks: every choice is one the format and its runtimes take, for this model's shapes."""
+    if options.dtype not in DTYPES:
+        raise InvalidInput(f"{key}.dtype: unknown dtype {options.dtype!r}; known: {', '.join(DTYPES)}")
+    if options.quant not in QUANTS:
+        raise InvalidInput(f"{key}.quant: unknown quant {options.quant!r}; known: {', '.join(QUANTS)}")
+    arch = architecture_of(hf_config)
+    if arch not in SUPPORTED_ARCHS:
+        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the trtllm backend; "
+                           f"supported: {', '.join(sorted(SUPPORTED_ARCHS))}")
+    if options.max_batch_size < 1:
+        raise InvalidInput(f"{key}.max_batch_size: must be at least 1, got {options.max_batch_size}")
+    if options.max_seq_len is not None and options.max_seq_len < 1:
+        raise InvalidInput(f"{key}.max_seq_len: must be at least 1, got {options.max_seq_len}")
+    if not 0 < options.kv_cache_free_gpu_memory_fraction <= 1:
+        raise InvalidInput(f"{key}.kv_cache_free_gpu_memory_fraction: must be in (0, 1], got "
+                           f"{options.kv_cache_free_gpu_memory_fraction}")
+    if options.shard_size_mb < 1:
+        raise InvalidInput(f"{key}.shard_size_mb: must be at least 1, got {options.shard_size_mb}")
+    if options.quant == "none":
+        return
+    if arch not in LAYER_LAYOUTS:
+        raise InvalidInput(f"{key}.quant: {options.quant} is not mapped for architecture {arch!r}; "
+                           f"quantized layouts: {', '.join(sorted(LAYER_LAYOUTS))}")
+    shapes = linear_shapes(hf_config)
+    if options.quant == "fp8":
+        if options.fp8_weight_scales not in FP8_WEIGHT_SCALES:
+            raise InvalidInput(f"{key}.fp8_weight_scales: unknown {options.fp8_weight_scales!r}; known: "
+                               f"{', '.join(FP8_WEIGHT_SCALES)}")
+        if options.fp8_activation_scales not in FP8_ACTIVATION_SCALES:
+            raise InvalidInput(f"{key}.fp8_activation_scales: unknown {options.fp8_activation_scales!r}; known: "
+                               f"{', '.join(FP8_ACTIVATION_SCALES)}")
+        # ModelOpt's formats pair them: FP8 carries a static input_scale (vLLM's ModelOptFp8LinearMethod
+        # requires it), FP8_PER_CHANNEL_PER_TOKEN has none (ModelOptFp8PcPtLinearMethod: dynamic per token)
+        want = "calibrated" if options.fp8_weight_scales == "per_tensor" else "dynamic"
+        if options.fp8_activation_scales != want:
+            raise InvalidInput(
+                f"{key}.fp8_activation_scales: {options.fp8_activation_scales} with fp8_weight_scales="
+                f"{options.fp8_weight_scales} is not a ModelOpt format; {options.fp8_weight_scales} weights go with "
+                f"{want} activations")
+        for name, (out, inp) in shapes.items():
+            # FP8 GEMMs (cuBLASLt via torch._scaled_mm, CUTLASS in vLLM/TRT-LLM) need both dims % 16 == 0
+            if out % 16 or inp % 16:
+                raise InvalidInput(f"{key}.quant: fp8 needs linear dims that are multiples of 16 (FP8 GEMM "
+                                   f"alignment); {name} is {out}x{inp}")
+    if options.quant == "int4_awq":
+        g = options.awq_group_size
+        if g not in AWQ_GROUP_SIZES:
+            raise InvalidInput(f"{key}.awq_group_size: {g} is not one TensorRT-LLM's W4A16 kernels take; "
+                               f"choose {' or '.join(map(str, AWQ_GROUP_SIZES))}")
+        for name, (out, inp) in shapes.items():
+            if inp % g:
+                raise InvalidInput(f"{key}.awq_group_size: {name} has {inp} input features, not a multiple of "
+                                   f"{g} (ModelOpt packs whole groups only)")
+            if out % 2:
+                raise InvalidInput(f"{key}.quant: int4_awq packs two output rows per byte; {name} has {out} rows")
+    if needs_calibration(options):
+        _check_calibration_text(options, key)
+
+
+def _check_calibration_text(options, key: str) -> None:
+    if options.calibration_tokens < MIN_CALIBRATION_TOKENS:
+        raise InvalidInput(f"{key}.calibration_tokens: {options.calibration_tokens} is too few; at least "
+                           f"{MIN_CALIBRATION_TOKENS}")
+    if not options.calibration_text:
+        raise InvalidInput(f"{key}.calibration_text: required for quant={options.quant}"
+                           + (" with calibrated activation scales" if options.quant == "fp8" else "")
+                           + " (a text file; data/tokenizer_corpus.txt is shipped)")
+    p = Path(options.calibration_text)
+    if not p.is_file():
+        raise InvalidInput(f"{key}.calibration_text: {p} not found")
+    try:
+        words = len(p.read_text(encoding="utf-8").split())
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{key}.calibration_text: {p} is not UTF-8 text") from None
+    # every whitespace-separated word is at least one token for BPE and SentencePiece tokenizers, so
+    # this many words guarantee calibration_tokens tokens without loading the tokenizer at plan time
+    if words < options.calibration_tokens:
+        raise InvalidInput(f"{key}.calibration_text: {p} is too short: {words} words, calibration_tokens asks for "
+                           f"{options.calibration_tokens} (use a longer text or lower calibration_tokens)")
+
+
+# -- export -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Out:
+    """One tensor of the written checkpoint."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors dtype code
+    src: str  # the checkpoint tensor it is made from
+    shard: int = 0
+    offset: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * _ITEMSIZE[self.dtype]
+
+
+_ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "U8": 1, "I8": 1}
+_ST_CODE = {"bfloat16": "BF16", "float16": "F16"}
+
+
+def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress = no_progress) -> dict:
+    """Write the checkpoint folder into out_dir; returns the record that run_logits reads."""
+    import torch
+
+    out_dir = Path(out_dir)
+    dtype = getattr(torch, DTYPES[options.dtype])
+    algo = quant_algo(options)
+    layout = LAYER_LAYOUTS.get(ckpt.arch.hf_name)
+    calib: dict = {}
+    stats: dict = {}
+    if algo is not None:
+        n_layers = ckpt.config["num_hidden_layers"]
+        if needs_calibration(options):
+            batches = _calibration_batches(ckpt, options)
+            calib = {"text": Path(options.calibration_text).name, "sha256": key_extra(options)["calibration_sha256"],
+                     "tokens": int(batches.numel()), "sequences": int(batches.shape[0])}
+            stats = _calibrate(ckpt, options, layout, batches, progress)
+        else:
+            stats = {i: {} for i in range(n_layers)}
+    shapes = _source_shapes(ckpt)
+    plan = _plan(shapes, options, layout)
+    shards = _assign_shards(plan, options.shard_size_mb * SHARD_UNIT)
+    conv = _Converter(options, dtype, layout, stats)
+    files = _write_shards(ckpt, plan, shards, conv, out_dir, progress)
+    _write_metadata(ckpt, options, out_dir, meta)
+    problems = check_schema(out_dir)
+    if problems:  # a bug here, not a user error: the writer and the schema disagree
+        raise RuntimeError(f"trtllm export wrote a checkpoint that fails its schema: {problems[0]}")
+    params = sum(math.prod(s) for n, (s, _) in shapes.items() if not n.endswith(".rotary_emb.inv_freq"))
+    total = sum(o.nbytes for o in plan)
+    serve = serve_commands(options, ckpt.config)
+    _write_serve_files(out_dir, options, ckpt.config, meta, serve, algo)
+    rec = {
+        "format": "hf-safetensors" if algo is None else "modelopt-unified-hf",
+        "dtype": options.dtype,
+        "quant": options.quant,
+        "quant_algo": algo,
+        "group_size": options.awq_group_size if options.quant == "int4_awq" else None,
+        "exclude_modules": EXCLUDE_MODULES if algo else [],
+        "shards": files,
+        "largest_shard_bytes": max(files.values()),
+        "bytes": total,
+        "params": params,
+        "bits_per_weight": round(total * 8 / params, 3),
+        "calibration": calib or None,
+        "awq_alphas": _alpha_summary(stats) if options.quant == "int4_awq" else None,
+        "built_for": BUILT_FOR,
+        "serve": serve,
+        "engine": "not needed: trtllm-serve loads this folder (trtllm-build was removed in 2026)",
+        "loader": loader_for(options),
+    }
+    return rec
+
+
+def loader_for(options) -> dict:
+    """Which code verifies this checkpoint here, and whether it is a third party's (see module doc)."""
+    algo = quant_algo(options)
+    if algo is None:
+        return {"name": "transformers.AutoModelForCausalLM.from_pretrained", "third_party": True}
+    if algo == "FP8" and importlib.util.find_spec("modelopt") is not None:
+        return {"name": "nvidia-modelopt from_quantized_weight + scaled_e4m3 (CPU), transformers model",
+                "third_party": True}
+    why = {
+        "FP8": "nvidia-modelopt is not installed here (pip install nvidia-modelopt)",
+        "FP8_PER_CHANNEL_PER_TOKEN": "no CPU loader exists: transformers has no modelopt quantizer, ModelOpt's "
+                                     "from_quantized_weight does not take per-channel FP8, vLLM/TRT-LLM need CUDA",
+        "W4A16_AWQ": "no CPU loader exists: transformers has no modelopt quantizer, ModelOpt has no dequantizer for "
+                     "its packed INT4 export, vLLM does not load W4A16_AWQ, TensorRT-LLM needs CUDA",
+    }[algo]
+    follows = ("vLLM modelopt.py ModelOptFp8PcPtLinearMethod" if algo == "FP8_PER_CHANNEL_PER_TOKEN" else
+               "TensorRT-LLM _torch/modules/linear.py W4A16_AWQ_LinearMethod" if algo == "W4A16_AWQ" else
+               "vLLM modelopt.py ModelOptFp8LinearMethod")
+    return {"name": f"llmbuild's own dequantizing reader (follows {follows})", "third_party": False,
+            "warning": "NOT a third-party loader: " + why}
+
+
+def _source_shapes(ckpt) -> dict[str, tuple[tuple[int, ...], str]]:
+    if ckpt.pickle:
+        return {n: (tuple(t.shape), str(t.dtype)) for n, t in ckpt.iter_tensors()}
+    return {n: (tuple(s), d) for n, (s, d) in ckpt.tensor_shapes().items()}
+
+
+def _linear_of(name: str, layout) -> tuple[int, str, int, _Group] | None:
+    """(layer, linear, index in group, group) when `name` is the weight of a quantized linear."""
+    m = _LAYER_RE.match(name)
+    if not m or layout is None:
+        return None
+    for g in layout:
+        if m.group(2) in g.linears:
+            return int(m.group(1)), m.group(2), g.linears.index(m.group(2)), g
+    return None
+
+
+def _norm_of(name: str, layout) -> tuple[int, _Group] | None:
+    m = _LAYER_RE.match(name)
+    if not m or layout is None:
+        return None
+    for g in layout:
+        if g.norm == m.group(2):
+            return int(m.group(1)), g
+    return None
+
+
+def _plan(shapes: dict, options, layout) -> list[_Out]:
+    """Every tensor of the output, grouped by the source tensor it comes from (no weights read)."""
+    algo = quant_algo(options)
+    dt = _ST_CODE[DTYPES[options.dtype]]
+    plan = []
+    for src, (shape, _) in sorted(shapes.items()):
+        if src.endswith(".rotary_emb.inv_freq"):
+            continue  # a buffer every runtime recomputes from the rope settings
+        lin = _linear_of(src, layout) if algo else None
+        if lin is None:
+            plan.append(_Out(src, tuple(shape), dt, src))
+            continue
+        out, inp = shape
+        mod = src[: -len(".weight")]
+        if algo == "W4A16_AWQ":
+            g = options.awq_group_size
+            # quant_utils.pack_int4_in_uint8: (out/2, in) uint8; get_weight_scaling_factor: (out, in/g)
+            plan += [_Out(src, (out // 2, inp), "U8", src), _Out(f"{mod}.weight_scale", (out, inp // g), "F32", src)]
+            if lin[3].norm is None:
+                # unfused linears keep pre_quant_scale in the model dtype (postprocess_state_dict renames
+                # input_quantizer._pre_quant_scale; TRT-LLM's W4A8 loader asserts it has module.dtype)
+                plan.append(_Out(f"{mod}.pre_quant_scale", (inp,), dt, src))
+        else:
+            # _export_quantized_weight: float8_e4m3fn weight; float32 scales, 0-d when per tensor
+            wshape = () if algo == "FP8" else (out,)
+            plan += [_Out(src, (out, inp), "F8_E4M3", src), _Out(f"{mod}.weight_scale", wshape, "F32", src)]
+            if algo == "FP8":
+                plan.append(_Out(f"{mod}.input_scale", (), "F32", src))
+    return plan
+
+
+def _assign_shards(plan: list[_Out], shard_bytes: int) -> list[list[_Out]]:
+    """Cut the plan into shards of at most shard_bytes (a larger single tensor gets its own shard),
+    keeping a linear's weight and scales together; offsets inside a shard follow safetensors' own
+    serializer (larger item sizes first, then by name) so every tensor stays aligned."""
+    groups: list[list[_Out]] = []
+    for o in plan:
+        if groups and groups[-1][0].src == o.src:
+            groups[-1].append(o)
+        else:
+            groups.append([o])
+    shards: list[list[_Out]] = [[]]
+    size = 0
+    for grp in groups:
+        n = sum(o.nbytes for o in grp)
+        if shards[-1] and size + n > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].extend(grp)
+        size += n
+    for i, shard in enumerate(shards):
+        off = 0
+        for o in sorted(shard, key=lambda o: (-_ITEMSIZE[o.dtype], o.name)):
+            o.shard, o.offset = i, off
+            off += o.nbytes
+    return shards
+
+
+class _Converter:
+    """Source tensor -> the output tensors made from it (name -> tensor), one source at a time."""
+
+    def __init__(self, options, dtype, layout, stats):
+        self.options, self.dtype, self.layout, self.stats = options, dtype, layout, stats
+        self.algo = quant_algo(options)
+
+    def plain(self, src: str) -> bool:
+        """True when src is copied as is, only cast to the checkpoint dtype."""
+        if not self.algo:
+            return True
+        return _linear_of(src, self.layout) is None and (
+            self.algo != "W4A16_AWQ" or _norm_of(src, self.layout) is None)
+
+    def __call__(self, src: str, x) -> dict:
+        import torch
+
+        lin = _linear_of(src, self.layout) if self.algo else None
+        if lin is None:
+            norm = _norm_of(src, self.layout) if self.algo == "W4A16_AWQ" else None
+            if norm is not None:
+                layer, g = norm
+                # fuse_prequant_layernorm: norm.weight * pre_quant_scale (= 1 / smoothing scale)
+                x = x.float() / self.stats[layer][g.linears[0]]["scale"]
+            return {src: x.to(self.dtype).contiguous()}
+        layer, name, _, group = lin
+        w = x.float()
+        mod = src[: -len(".weight")]
+        st = self.stats[layer].get(name, {})
+        if self.algo == "W4A16_AWQ":
+            s = st["scale"]
+            out = {}
+            if group.norm is None:
+                pqs = (1.0 / s).to(self.dtype)
+                out[f"{mod}.pre_quant_scale"] = pqs
+                s = 1.0 / pqs.float()  # the weight absorbs exactly what the stored (rounded) scale undoes
+            packed, scale = quantize_int4(w * s, self.options.awq_group_size)
+            out[src], out[f"{mod}.weight_scale"] = packed, scale
+            return out
+        if self.algo == "FP8":
+            scale = torch.tensor(max(float(w.abs().max()), 1e-12) / FP8_MAX)
+            q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+            amax = st.get("amax", 0.0)
+            # a linear whose input was all zeros on the calibration text still needs a usable scale
+            iscale = torch.tensor(amax / FP8_MAX if amax > 0 else 1.0, dtype=torch.float32)
+            return {src: q, f"{mod}.weight_scale": scale.float(), f"{mod}.input_scale": iscale}
+        scale = (w.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).float()
+        q = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        return {src: q, f"{mod}.weight_scale": scale}
+
+
+def quantize_int4(w, group: int):
+    """ModelOpt INT4_AWQ weight export: symmetric per-group scale amax/7 (zero amax -> 1, as
+    get_scaling_factor_from_weight), values round(w/scale) clamped to [-8, 7], packed by
+    quant_utils.pack_int4_in_uint8: byte[j, i] = q[2j, i] & 0xF | (q[2j+1, i] & 0xF) << 4, shape (out/2, in)."""
+    import torch
+
+    out, inp = w.shape
+    amax = w.reshape(out, inp // group, group).abs().amax(dim=-1)
+    scale = amax / INT4_MAX
+    scale[scale == 0] = 1.0
+    q = (w / scale.repeat_interleave(group, dim=1)).round().clamp(-8, 7).to(torch.int8)
+    pairs = q.reshape(out // 2, 2, inp)
+    packed = (pairs[:, 0] & 0x0F) | ((pairs[:, 1] & 0x0F) << 4)
+    return packed.to(torch.uint8).contiguous(), scale.float().contiguous()
+
+
+def dequantize_int4(packed, scale, group: int):
+    """The inverse of quantize_int4, as TensorRT-LLM's W4A16 GEMM computes it (has_zero_point false):
+    w[o, i] = int4(o, i) * weight_scale[o, i // group]."""
+    import torch
+
+    p = packed.to(torch.int16)
+    lo = ((p & 0x0F) ^ 8) - 8  # sign-extend the low nibble: rows 2j
+    hi = (((p >> 4) & 0x0F) ^ 8) - 8  # high nibble: rows 2j+1
+    q = torch.stack([lo, hi], dim=1).reshape(packed.shape[0] * 2, packed.shape[1]).float()
+    return q * scale.float().repeat_interleave(group, dim=1)
+
+
+def _tensor_bytes(t) -> memoryview:
+    import torch
+
+    t = t.contiguous().reshape(-1)
+    if t.dtype == torch.bfloat16 or t.dtype == torch.float8_e4m3fn:
+        t = t.view(torch.uint8)  # numpy has neither dtype; the bytes are what safetensors stores
+    return memoryview(t.numpy()).cast("B")
+
+
+def _write_shards(ckpt, plan, shards, conv, out_dir: Path, progress) -> dict[str, int]:
+    """Stream every shard: header first (all shapes are known from the plan), then each tensor written
+    at its offset as soon as it is made. safetensors.torch.save_file would need the whole shard in
+    memory (and copies each tensor to bytes), which is what makes converters run out of memory."""
+    n = len(shards)
+    names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    by_src: dict[str, list[_Out]] = {}
+    for o in plan:
+        by_src.setdefault(o.src, []).append(o)
+    handles, data_start = [], []
+    source = _Source(ckpt)
+    try:
+        for i, shard in enumerate(shards):
+            header = {o.name: {"dtype": o.dtype, "shape": list(o.shape), "data_offsets": [o.offset, o.offset + o.nbytes]}
+                      for o in shard}
+            header["__metadata__"] = {"format": "pt"}
+            blob = json.dumps(header, separators=(",", ":")).encode()
+            blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned, as safetensors writes it
+            f = open(out_dir / names[i], "wb")  # noqa: SIM115  (all shards stay open; closed in finally)
+            handles.append(f)
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            f.truncate(8 + len(blob) + sum(o.nbytes for o in shard))
+            data_start.append(8 + len(blob))
+        done = 0
+        for src, outs in by_src.items():
+            if len(outs) == 1 and outs[0].name == src and conv.plain(src) and not ckpt.pickle \
+                    and len(outs[0].shape) == 2 and outs[0].nbytes > CHUNK_BYTES:
+                # a large unquantized matrix (embedding, lm_head): converted in row blocks read with
+                # safetensors slices, so memory holds a block, not a vocabulary-sized tensor
+                _copy_rows(ckpt, src, outs[0], conv.dtype, handles[outs[0].shard], data_start[outs[0].shard])
+                done += 1
+                progress(done, len(by_src), src)
+                continue
+            made = conv(src, source(src))
+            for o in outs:
+                t = made.pop(o.name)
+                buf = _tensor_bytes(t)
+                if len(buf) != o.nbytes or tuple(t.shape) != o.shape:
+                    raise RuntimeError(f"{o.name}: made {tuple(t.shape)} ({len(buf)} bytes), planned {o.shape}")
+                handles[o.shard].seek(data_start[o.shard] + o.offset)
+                handles[o.shard].write(buf)
+            del made
+            _trim_heap()  # see _trim_heap: without it freed tensors pile up in glibc's heap
+            done += 1
+            progress(done, len(by_src), src)
+    finally:
+        for f in handles:
+            f.close()
+    index = {"metadata": {"total_size": sum(o.nbytes for o in plan)},
+             "weight_map": {o.name: names[o.shard] for o in sorted(plan, key=lambda o: o.name)}}
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return {names[i]: (out_dir / names[i]).stat().st_size for i in range(n)}
+
+
+def _copy_rows(ckpt, src: str, o: _Out, dtype, f, start: int) -> None:
+    from safetensors import safe_open
+
+    rows, cols = o.shape
+    step = max(1, CHUNK_BYTES // (cols * 4))
+    row_bytes = cols * _ITEMSIZE[o.dtype]
+    for a in range(0, rows, step):
+        # a fresh mapping per block: pages read for one block leave the resident set when it closes
+        with safe_open(str(ckpt.index[src]), framework="pt") as st:
+            block = st.get_slice(src)[a: a + step].to(dtype).contiguous()
+        f.seek(start + o.offset + a * row_bytes)
+        f.write(_tensor_bytes(block))
+        del block
+    _trim_heap()
+
+
+class _Source:
+    """Checkpoint tensors by name, one at a time. safetensors: `get_tensor` maps the file per call, so
+    pages read for one tensor leave the resident set with it. Pickled .bin files: torch loads a whole
+    file anyway, so one file's state dict is kept while its tensors are asked for."""
+
+    def __init__(self, ckpt):
+        self.ckpt, self.file, self.state = ckpt, None, {}
+
+    def __call__(self, name: str):
+        if not self.ckpt.pickle:
+            return self.ckpt.get_tensor(name)
+        import torch
+
+        f = self.ckpt.index[name]
+        if f != self.file:
+            self.state = {}  # drop the previous file before loading the next
+            self.state, self.file = torch.load(f, map_location="cpu", weights_only=True), f
+        return self.state[name]
+
+
+# -- calibration --------------------------------------------------------------------------------------
+
+
+def _calibration_batches(ckpt, options):
+    """The first calibration_tokens tokens of the text, as [sequences, CALIB_SEQ_LEN] token ids."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ckpt.dir))
+    ids = tok(Path(options.calibration_text).read_text(encoding="utf-8")).input_ids
+    n = options.calibration_tokens
+    if len(ids) < n:
+        raise InvalidInput(f"calibration_text: {options.calibration_text} gives {len(ids)} tokens, calibration_tokens "
+                           f"asks for {n}")
+    seq = min(CALIB_SEQ_LEN, n, ckpt.config.get("max_position_embeddings") or CALIB_SEQ_LEN)
+    rows = n // seq
+    return torch.tensor(ids[: rows * seq]).reshape(rows, seq)
+
+
+def _calibrate(ckpt, options, layout, batches, progress) -> dict:
+    """Run the source model one decoder layer at a time on the calibration tokens and derive, per
+    linear, what the format needs: the input amax (FP8 input_scale) or the AWQ smoothing scale.
+
+    Layer by layer, as llm-awq's run_awq and ModelOpt's sequential calibration do: only one layer's
+    weights (read from the checkpoint) and the calibration activations are in memory, so calibrating
+    does not need the model's size in RAM. Inputs to each layer come from the unquantized model, as in
+    ModelOpt's awq_lite (its search forward returns the unquantized output)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(ckpt.dir))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    inner = skeleton.model
+    hidden = _embed(ckpt, batches)
+    rotary = type(inner.rotary_emb)(config=skeleton.config)
+    pos = torch.arange(batches.shape[1])[None].expand(batches.shape[0], -1)
+    with torch.no_grad():
+        pe = rotary(hidden, pos)
+    n_layers = cfg.num_hidden_layers
+    source = _Source(ckpt)
+    stats: dict = {}
+    for i in range(n_layers):
+        layer = inner.layers[i].to_empty(device="cpu")
+        layer.load_state_dict({k: source(f"model.layers.{i}.{k}").float() for k in layer.state_dict()})
+        captured: dict[str, object] = {}
+        hooks = []
+        for g in layout:
+            # linears of a group read the same tensor: capture it once, at the first
+            mod = layer.get_submodule(g.linears[0])
+            hooks.append(mod.register_forward_pre_hook(
+                lambda m, a, key=g.linears[0], store=captured: store.__setitem__(
+                    key, a[0].reshape(-1, a[0].shape[-1]).detach())))
+        with torch.no_grad():
+            hidden = layer(hidden, position_embeddings=pe, position_ids=pos, attention_mask=None)
+        for h in hooks:
+            h.remove()
+        stats[i] = {}
+        for g in layout:
+            x = captured[g.linears[0]]
+            if options.quant == "fp8":
+                amax = float(x.abs().max())
+                for name in g.linears:
+                    stats[i][name] = {"amax": amax}
+            else:
+                ws = [layer.get_submodule(n).weight.detach() for n in g.linears]
+                scale, alpha, loss = awq_search(x, ws, options.awq_group_size)
+                for name in g.linears:
+                    stats[i][name] = {"scale": scale, "alpha": alpha, "loss": loss}
+        inner.layers[i] = layer.to("meta")
+        del captured, layer
+        _trim_heap()
+        progress(i + 1, n_layers, f"calibrating layer {i}")
+    return stats
+
+
+def _trim_heap() -> None:
+    """Give freed memory back to the OS. glibc raises its mmap threshold to the size of each large
+    block freed (up to 32 MiB), so a layer's weights, once freed, stay in the heap and the next
+    layer's land beside them: measured on the bench's mid model, RSS grew by 32 MiB per layer without
+    this, to the model's size. malloc_trim(0) returns those free pages; elsewhere this is a no-op."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
+def _embed(ckpt, batches):
+    """Embedding rows of the calibration tokens only, read with safetensors slices: a 128k-token
+    embedding never has to be in memory for a calibration pass."""
+    import torch
+
+    name = "model.embed_tokens.weight"
+    uniq = sorted(set(batches.reshape(-1).tolist()))
+    if ckpt.pickle:
+        rows = ckpt.get_tensor(name)[uniq].float()
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(ckpt.index[name]), framework="pt") as st:
+            sl = st.get_slice(name)
+            rows = torch.stack([sl[i: i + 1][0] for i in uniq]).float()
+    where = {t: j for j, t in enumerate(uniq)}
+    return rows[torch.tensor([[where[t] for t in row] for row in batches.tolist()])]
+
+
+def awq_search(x, weights, group: int, grid: int = 20):
+    """AWQ's per-input-channel smoothing scale for linears reading the input x [tokens, in].
+
+    The scale is llm-awq's (mit-han-lab/llm-awq awq/quantize/auto_scale.py `_search_module_scale`):
+    s = mean|x|^alpha per input channel, normalised by sqrt(max(s) * min(s)), alpha on the grid
+    0, 1/grid, ..., 1 (alpha = 0 is plain round-to-nearest, so the search never does worse on the
+    calibration data). Each candidate is scored, as ModelOpt's awq_lite does (model_calib.py
+    `update_loss`), by the mean squared error between the float output x @ W.T and the output of
+    the group-quantized smoothed weight on the smoothed input, (x / s) @ Q(W * s).T. Linears that
+    share the input (q/k/v, gate/up) are searched jointly on their concatenated outputs, so one scale
+    can be folded into the norm before them. Returns (scale, alpha, loss)."""
+    import torch
+
+    w = torch.cat([t.float() for t in weights])
+    x = x.float()
+    x_mean = x.abs().mean(dim=0)
+    ref = x @ w.T
+    best = (None, None, float("inf"))
+    for k in range(grid + 1):
+        alpha = k / grid
+        s = x_mean.pow(alpha).clamp(min=1e-4)
+        s = s / (s.max() * s.min()).sqrt()
+        packed, scale = quantize_int4(w * s, group)
+        loss = float(((x / s) @ dequantize_int4(packed, scale, group).T - ref).pow(2).mean())
+        if loss < best[2]:
+            best = (s, alpha, loss)
+    return best
+
+
+def _alpha_summary(stats: dict) -> dict:
+    alphas = [v["alpha"] for layer in stats.values() for v in layer.values()]
+    return {"min": min(alphas), "max": max(alphas), "mean": round(sum(alphas) / len(alphas), 4)} if alphas else {}
+
+
+# -- metadata and serving files ----------------------------------------------------------------------
+
+
+def hf_quant_config(options) -> dict | None:
+    """hf_quant_config.json: ModelOpt's legacy shape (quant_utils.get_quant_config), which TensorRT-LLM
+    reads as authoritative (model_config.load_modelopt_quant_config) and vLLM lists in
+    get_config_filenames. The producer is named honestly: llmbuild wrote it, in ModelOpt's format."""
+    from llmbuild import __version__
+
+    algo = quant_algo(options)
+    if algo is None:
+        return None
+    q = {"quant_algo": algo, "kv_cache_quant_algo": None, "exclude_modules": list(EXCLUDE_MODULES)}
+    if algo == "W4A16_AWQ":
+        # process_layer_quant_config's int4_awq row
+        q.update(group_size=options.awq_group_size, has_zero_point=False, pre_quant_scale=True)
+    return {"producer": {"name": "llmbuild", "version": __version__}, "quantization": q}
+
+
+def inline_quant_config(options) -> dict | None:
+    """config.json's quantization_config: ModelOpt's flat shape (convert_hf_quant_config_format), which
+    vLLM's ModelOptQuantConfigBase.from_config and TensorRT-LLM's read_modelopt_quant_config read.
+    config_groups come from ModelOpt's _quant_algo_to_group_config; group_size and the AWQ flags are
+    also top-level, so TensorRT-LLM's warn_if_inline_diverges finds nothing to warn about."""
+    legacy = hf_quant_config(options)
+    if legacy is None:
+        return None
+    q = legacy["quantization"]
+    algo = q["quant_algo"]
+    weights = {"dynamic": False, "num_bits": 8, "type": "float"}
+    groups = {
+        "FP8": {"input_activations": {"dynamic": False, "num_bits": 8, "type": "float"}, "weights": weights},
+        "FP8_PER_CHANNEL_PER_TOKEN": {"input_activations": {"dynamic": False, "num_bits": 8, "type": "float"},
+                                      "weights": {**weights, "strategy": "channel"}},
+        "W4A16_AWQ": {"weights": {"dynamic": False, "num_bits": 4, "type": "int", "group_size": q.get("group_size")}},
+    }[algo]
+    out = {"config_groups": {"group_0": {**groups, "targets": ["Linear"]}}, "ignore": list(q["exclude_modules"]),
+           "quant_algo": algo, "producer": legacy["producer"], "quant_method": "modelopt"}
+    for k in ("group_size", "has_zero_point", "pre_quant_scale"):
+        if k in q:
+            out[k] = q[k]
+    return out
+
+
+def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
+    from llmbuild.checkpoint import TOKENIZER_FILES
+
+    cfg = dict(ckpt.config)
+    cfg["dtype"] = DTYPES[options.dtype]
+    cfg.pop("torch_dtype", None)  # transformers 5 names it dtype; both would disagree after a cast
+    cfg.pop("quantization_config", None)
+    inline = inline_quant_config(options)
+    if inline:
+        cfg["quantization_config"] = inline
+        (out_dir / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(options), indent=4) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    for name in TOKENIZER_FILES:
+        if (ckpt.dir / name).is_file():
+            shutil.copyfile(ckpt.dir / name, out_dir / name)
+    if not (out_dir / "generation_config.json").exists():
+        gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
+        (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+
+
+def _max_seq_len(options, hf_config: dict) -> int:
+    return options.max_seq_len or hf_config.get("max_position_embeddings") or 4096
+
+
+def llm_api_options(options, hf_config: dict) -> dict:
+    """TensorRT-LLM LLM-API options (the keys of `LLM(...)` / trtllm-serve's YAML): top-level
+    max_batch_size and max_seq_len, KV-cache settings under kv_cache_config."""
+    return {"max_batch_size": options.max_batch_size, "max_seq_len": _max_seq_len(options, hf_config),
+            "kv_cache_config": {"free_gpu_memory_fraction": options.kv_cache_free_gpu_memory_fraction}}
+
+
+def serve_commands(options, hf_config: dict) -> dict:
+    """The exact command lines, run from the artifact folder."""
+    trt = "trtllm-serve . --backend pytorch --extra_llm_api_options extra_llm_api_options.yaml"
+    algo = quant_algo(options)
+    if algo == "W4A16_AWQ":
+        vllm, why = None, ("vLLM's modelopt loader (vllm/model_executor/layers/quantization/modelopt.py, "
+                           "QUANT_ALGOS) does not accept W4A16_AWQ; serve this one with TensorRT-LLM")
+    else:
+        vllm = (f"vllm serve . --dtype {DTYPES[options.dtype]} --max-model-len {_max_seq_len(options, hf_config)} "
+                f"--max-num-seqs {options.max_batch_size}" + (" --quantization modelopt" if algo else ""))
+        why = None
+    return {"trtllm-serve": trt, "vllm": vllm, **({"vllm_unsupported": why} if why else {})}
+
+
+def _write_serve_files(out_dir: Path, options, hf_config: dict, meta: ArtifactMeta, serve: dict, algo) -> None:
+    import yaml
+
+    api = llm_api_options(options, hf_config)
+    (out_dir / "extra_llm_api_options.yaml").write_text(
+        "# TensorRT-LLM LLM-API options from the llmbuild recipe: trtllm-serve --extra_llm_api_options FILE,\n"
+        "# or LLM(model=..., **yaml.safe_load(FILE)) in Python. Flags on the command line override these.\n"
+        + yaml.safe_dump(api, sort_keys=False))
+    what = {None: f"{options.dtype} weights, no quantization",
+            "FP8": "FP8 E4M3 weights with per-tensor scales, static per-tensor activation scales calibrated on text",
+            "FP8_PER_CHANNEL_PER_TOKEN": "FP8 E4M3 weights with per-channel scales, activations quantized per token at "
+                                         "run time",
+            "W4A16_AWQ": f"INT4 weights (AWQ, group size {options.awq_group_size}), {options.dtype} activations"}[algo]
+    lines = [
+        f"# Serving {meta.name} ({precision(options)})",
+        "",
+        f"A Hugging Face-layout checkpoint: {what}"
+        + ("; ModelOpt unified format (`hf_quant_config.json`, `quantization_config` in config.json)." if algo else "."),
+        "No engine is built: TensorRT-LLM (PyTorch backend) and vLLM load this folder as it is.",
+        "",
+        "Built for: " + "; ".join(f"{k} {v}" for k, v in BUILT_FOR.items()) + ".",
+        "Nothing here ran these runtimes (they need an NVIDIA GPU); the checkpoint was verified on CPU, see the",
+        "model card. Rebuild when a runtime changes the format.",
+        "",
+        "## TensorRT-LLM",
+        "",
+        ("From this folder (options in `extra_llm_api_options.yaml`: "
+         f"max_batch_size {api['max_batch_size']}, max_seq_len {api['max_seq_len']}, "
+         f"KV cache {api['kv_cache_config']['free_gpu_memory_fraction']} of free GPU memory):"),
+        "",
+        f"    {serve['trtllm-serve']}",
+        "",
+        "## vLLM",
+        "",
+    ]
+    if serve["vllm"]:
+        lines += ["From this folder:", "", f"    {serve['vllm']}", ""]
+    else:
+        lines += [f"Not supported: {serve['vllm_unsupported']}.", ""]
+    (out_dir / "SERVE.md").write_text("\n".join(lines))
+
+
+# -- schema ------------------------------------------------------------------------------------------
+
+
+def check_schema(out_dir: Path) -> list[str]:
+    """Problems with a written folder against the format (empty: none): the index covers the shards,
+    every quantized linear has its scales with the dtypes and shapes the format gives them, excluded
+    modules and every other tensor are unquantized, and the two quantization configs agree."""
+    from llmbuild.checkpoint import safetensors_header
+
+    out_dir = Path(out_dir)
+    problems: list[str] = []
+    cfg = json.loads((out_dir / "config.json").read_text())
+    index = json.loads((out_dir / "model.safetensors.index.json").read_text())
+    tensors: dict[str, dict] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        for name, info in safetensors_header(out_dir / shard).items():
+            if name != "__metadata__":
+                tensors[name] = info
+                if index["weight_map"].get(name) != shard:
+                    problems.append(f"{name}: in {shard} but the index says {index['weight_map'].get(name)}")
+    missing = set(index["weight_map"]) - set(tensors)
+    if missing:
+        problems.append(f"index lists tensors no shard holds: {sorted(missing)[:3]}")
+    total = sum(math.prod(t["shape"]) * _ITEMSIZE.get(t["dtype"], 0) for t in tensors.values())
+    if index.get("metadata", {}).get("total_size") != total:
+        problems.append(f"index total_size {index.get('metadata', {}).get('total_size')} != {total} bytes of tensors")
+    dt = _ST_CODE.get(cfg.get("dtype"))
+    if dt is None:
+        problems.append(f"config.json dtype {cfg.get('dtype')!r} is not bfloat16/float16")
+    qfile = out_dir / "hf_quant_config.json"
+    inline = cfg.get("quantization_config")
+    if not qfile.exists():
+        if inline:
+            problems.append("config.json has a quantization_config but there is no hf_quant_config.json")
+        for name, t in tensors.items():
+            if t["dtype"] != dt:
+                problems.append(f"{name}: {t['dtype']} in an unquantized {dt} checkpoint")
+        return problems
+    q = json.loads(qfile.read_text())["quantization"]
+    algo, excl = q.get("quant_algo"), q.get("exclude_modules") or []
+    if not inline or inline.get("quant_method") != "modelopt" or inline.get("quant_algo") != algo:
+        problems.append("config.json quantization_config does not match hf_quant_config.json (quant_method/quant_algo)")
+    elif sorted(inline.get("ignore", [])) != sorted(excl) or inline.get("group_size") != q.get("group_size"):
+        problems.append("config.json quantization_config ignore/group_size differ from hf_quant_config.json")
+    arch = (cfg.get("architectures") or [None])[0]
+    layout = LAYER_LAYOUTS.get(arch)
+    if layout is None:
+        return problems + [f"architecture {arch!r} has no quantized layout"]
+    fused = {n for g in layout if g.norm for n in g.linears}
+    g = q.get("group_size")
+    quantized = set()
+    for i in range(cfg["num_hidden_layers"]):
+        for grp in layout:
+            for lin in grp.linears:
+                mod = f"model.layers.{i}.{lin}"
+                if _excluded(mod, excl):
+                    continue
+                quantized.add(mod)
+                w, ws = tensors.get(f"{mod}.weight"), tensors.get(f"{mod}.weight_scale")
+                isc, pqs = tensors.get(f"{mod}.input_scale"), tensors.get(f"{mod}.pre_quant_scale")
+                if w is None or ws is None:
+                    problems.append(f"{mod}: weight or weight_scale missing")
+                    continue
+                out = ws["shape"][0] if ws["shape"] else None
+                if algo in ("FP8", "FP8_PER_CHANNEL_PER_TOKEN"):
+                    if w["dtype"] != "F8_E4M3" or ws["dtype"] != "F32":
+                        problems.append(f"{mod}: weight {w['dtype']}/weight_scale {ws['dtype']}, want F8_E4M3/F32")
+                    if algo == "FP8" and (ws["shape"] != [] or isc is None or isc["dtype"] != "F32" or isc["shape"] != []):
+                        problems.append(f"{mod}: FP8 wants a 0-d F32 weight_scale and input_scale")
+                    if algo == "FP8_PER_CHANNEL_PER_TOKEN" and (ws["shape"] != [w["shape"][0]] or isc is not None):
+                        problems.append(f"{mod}: FP8_PER_CHANNEL_PER_TOKEN wants weight_scale [out] and no input_scale")
+                    if pqs is not None:
+                        problems.append(f"{mod}: pre_quant_scale in an FP8 checkpoint")
+                elif algo == "W4A16_AWQ":
+                    if w["dtype"] != "U8" or ws["dtype"] != "F32" or out is None:
+                        problems.append(f"{mod}: weight {w['dtype']}/weight_scale {ws['dtype']}, want U8/F32")
+                        continue
+                    if w["shape"] != [out // 2, ws["shape"][1] * g] or out % 2:
+                        problems.append(f"{mod}: packed weight {w['shape']} does not fit weight_scale {ws['shape']} "
+                                        f"with group_size {g}")
+                    if lin in fused and pqs is not None:
+                        # TensorRT-LLM fuses these and never reads their pre_quant_scale: it must be in the norm
+                        problems.append(f"{mod}: pre_quant_scale on a fused linear (TensorRT-LLM would ignore it)")
+                    if lin not in fused and (pqs is None or pqs["dtype"] != dt or pqs["shape"] != [w["shape"][1]]):
+                        problems.append(f"{mod}: W4A16_AWQ wants pre_quant_scale [{w['shape'][1]}] in {dt}")
+                    if isc is not None:
+                        problems.append(f"{mod}: input_scale in a weight-only checkpoint")
+                else:
+                    problems.append(f"quant_algo {algo!r} is not one this backend writes")
+                    return problems
+    for name, t in tensors.items():
+        mod = name.rsplit(".", 1)[0]
+        if mod in quantized:
+            continue
+        if t["dtype"] != dt:
+            problems.append(f"{name}: {t['dtype']}, want {dt} (not a quantized linear{', excluded' if _excluded(mod, excl) else ''})")
+    for mod in EXCLUDE_MODULES:
+        if any(n.startswith(mod + ".") and not n.endswith((".weight", ".bias")) for n in tensors):
+            problems.append(f"{mod}: excluded module has scale tensors")
+    return problems
+
+
+def _excluded(mod: str, patterns: list[str]) -> bool:
+    """ModelOpt exclude_modules are names or fnmatch wildcards (vLLM's is_layer_excluded)."""
+    from fnmatch import fnmatch
+
+    return any(mod == p or fnmatch(mod, p) or mod.startswith(p + ".") for p in patterns)
+
+
+# -- verification ------------------------------------------------------------------------------------
+
+
+def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
+    """Logits [seq, vocab] (float32) for each probe, loaded by the loader the record names (see the
+    module docstring). With `split`, the first tokens go in one pass and the rest one at a time through
+    transformers' KV cache."""
+    import numpy as np
+    import torch
+
+    model = _load(Path(artifact_dir), record)
+    out = []
+    with torch.inference_mode():
+        for ids in token_ids:
+            if split is None:
+                logits = model(torch.tensor([ids])).logits[0]
+            else:
+                # transformers 5.24 names the KV cache `cache` (past_key_values is deprecated)
+                res = model(torch.tensor([ids[:split]]), use_cache=True)
+                parts, cache = [res.logits[0]], res.cache
+                for tok in ids[split:]:
+                    res = model(torch.tensor([[tok]]), cache=cache, use_cache=True)
+                    parts.append(res.logits[0])
+                    cache = res.cache
+                logits = torch.cat(parts)
+            out.append(logits.float().numpy().astype(np.float32))
+    return out
+
+
+_LOADED: dict = {}
+
+
+def _load(d: Path, record: dict):
+    key = (str(d), record.get("quant_algo"), (d / "model.safetensors.index.json").stat().st_mtime_ns)
+    if _LOADED.get("key") != key:
+        _LOADED.clear()
+        _LOADED.update(key=key, model=_load_model(d, record))
+    return _LOADED["model"]
+
+
+def _load_model(d: Path, record: dict):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    algo = record.get("quant_algo")
+    if algo is None:
+        return AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
+    cfg = AutoConfig.from_pretrained(str(d))
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config  # transformers has no modelopt quantizer; the weights are dequantized here
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    q = json.loads((d / "hf_quant_config.json").read_text())["quantization"]
+    tensors = _read_all(d)
+    linears = sorted({n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")})
+    third_party = record.get("loader", {}).get("third_party", False)
+    quantized = {f"{mod}.weight" for mod in linears}  # their biases (Qwen2's q/k/v) load as they are
+    state = {n: t.float() for n, t in tensors.items()
+             if not n.endswith((".weight_scale", ".input_scale", ".pre_quant_scale")) and n not in quantized}
+    for mod in linears:
+        w, ws = tensors[f"{mod}.weight"], tensors[f"{mod}.weight_scale"]
+        sub = model.get_submodule(mod)
+        if algo == "FP8":
+            iscale = tensors[f"{mod}.input_scale"].float()
+            if third_party:
+                from modelopt.torch.export.model_config import QUANTIZATION_FP8
+                from modelopt.torch.export.quant_utils import from_quantized_weight
+                from modelopt.torch.quantization.tensor_quant import scaled_e4m3
+
+                state[f"{mod}.weight"] = from_quantized_weight(w, ws, QUANTIZATION_FP8, torch.float32)
+                amax = iscale * FP8_MAX
+                sub.register_forward_pre_hook(lambda m, a, amax=amax: (scaled_e4m3(a[0], amax, None, 4, 3),))
+            else:
+                state[f"{mod}.weight"] = w.float() * ws.float()
+                sub.register_forward_pre_hook(lambda m, a, s=iscale: (_fp8_static(a[0], s),))
+        elif algo == "FP8_PER_CHANNEL_PER_TOKEN":
+            # ModelOptFp8PcPtLinearMethod: weight [out, in] e4m3 * weight_scale [out]; activations
+            # quantized per token with scale amax(|x| of the token) / 448
+            state[f"{mod}.weight"] = w.float() * ws.float()[:, None]
+            sub.register_forward_pre_hook(lambda m, a: (_fp8_per_token(a[0]),))
+        elif algo == "W4A16_AWQ":
+            # W4A16_AWQ_LinearMethod: input * pre_quant_scale (vanilla linears only; q/k/v and gate/up
+            # are fused and TRT-LLM never reads theirs), then the group-scaled int4 GEMM
+            state[f"{mod}.weight"] = dequantize_int4(w, ws, q["group_size"])
+            pname = f"{mod}.pre_quant_scale"
+            if pname in tensors:
+                pqs = tensors[pname].float()
+                sub.register_forward_pre_hook(lambda m, a, p=pqs: (a[0] * p,))
+        else:
+            raise ValueError(f"{d}: quant_algo {algo!r} is not one this reader knows")
+    result = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
+    if set(result.missing_keys) - tied or result.unexpected_keys:
+        raise ValueError(f"{d}: checkpoint does not match the model: missing {result.missing_keys[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]}")
+    if tied:
+        model.tie_weights()
+    return model
+
+
+def _read_all(d: Path) -> dict:
+    from safetensors import safe_open
+
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    out = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        with safe_open(str(d / shard), framework="pt") as st:
+            for name in st.keys():  # noqa: SIM118  (safe_open is not a dict)
+                out[name] = st.get_tensor(name)
+    return out
+
+
+def _fp8_static(x, scale):
+    import torch
+
+    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).to(x.dtype) * scale
+
+
+def _fp8_per_token(x):
+    import torch
+
+    s = (x.abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
+    return (x / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).to(x.dtype) * s

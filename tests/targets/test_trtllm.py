@@ -1,0 +1,238 @@
+"""The trtllm backend: bf16, FP8 (per-tensor and per-channel) and INT4-AWQ checkpoints of a tiny Llama,
+checked against the ModelOpt unified-format schema and loaded by the loader the record names (transformers,
+ModelOpt's own dequantizer, or the reader that follows vLLM/TensorRT-LLM), compared with transformers on the
+source under the backend's default gates; plus the AWQ search itself and the plan-time rejections.
+
+The model is trained for 150 steps on the shipped corpus (a few seconds): a random-weight model's next-token
+distribution is nearly flat, so top-1 agreement would measure ties, not the checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from llmbuild.checkpoint import open_checkpoint
+from llmbuild.errors import InvalidInput
+from llmbuild.stages import reference
+from llmbuild.stages.verify import apply_gates, compare
+from llmbuild.targets import trtllm as T
+from llmbuild.targets.common import ArtifactMeta
+from tests.conftest import CORPUS, make_tiny
+
+META = ArtifactMeta(name="tiny-trtllm")
+PROBES = ["The quick brown fox jumps over the lazy dog.", "Licensed under the Apache License, Version 2.0",
+          "one, two, three, four, five, six"]
+CASES = {
+    "bf16": {},
+    "fp16": {"dtype": "fp16"},
+    "fp8": {"quant": "fp8", "calibration_text": str(CORPUS), "calibration_tokens": 256},
+    "fp8-pc": {"quant": "fp8", "fp8_weight_scales": "per_channel", "fp8_activation_scales": "dynamic"},
+    "awq": {"quant": "int4_awq", "awq_group_size": 64, "calibration_text": str(CORPUS), "calibration_tokens": 256},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model dir, probe token ids, reference logits) of a tiny Llama trained briefly on the corpus."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("trtllm")
+    src = make_tiny(root / "src", "LlamaForCausalLM")
+    ids = torch.tensor(AutoTokenizer.from_pretrained(src)(CORPUS.read_text()).input_ids)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rows = ids[: (len(ids) // 64) * 64].reshape(-1, 64)
+    for _ in range(150):
+        batch = rows[torch.randint(0, len(rows), (8,))]
+        model(batch, labels=batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(src)
+    (root / "ref").mkdir()
+    reference.run(src, PROBES, 24, "auto", False, root / "ref")
+    token_ids, logits = reference.load(root / "ref" / "reference.npz")
+    return src, token_ids, logits
+
+
+@pytest.fixture(scope="module")
+def built(trained, tmp_path_factory):
+    """case -> (out dir, record), each exported once."""
+    root = tmp_path_factory.mktemp("trtllm-out")
+    done = {}
+
+    def get(case: str):
+        if case not in done:
+            out = root / case
+            out.mkdir()
+            opts = T.Options(**CASES[case])
+            ckpt = open_checkpoint(trained[0])
+            T.check(opts, ckpt.config, f"targets.{case}")
+            calls = []
+            rec = T.export(ckpt, opts, out, META, lambda *a: calls.append(a))
+            assert calls and calls[-1][0] == calls[-1][1]
+            done[case] = out, rec, opts
+        return done[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_checkpoint_passes_schema_loader_and_default_gates(built, trained, case):
+    out, rec, opts = built(case)
+    assert T.check_schema(out) == []
+    json.dumps(rec)  # the record goes into the cache and the manifest
+    _, token_ids, ref = trained
+    full = T.run_logits(out, rec, token_ids)
+    kv = [T.run_logits(out, rec, [ids], split=len(ids) // 2)[0] for ids in token_ids]
+    record = {"metrics": compare(ref, full), "kv_metrics": compare(ref, kv)}
+    results = apply_gates(record, T.default_gates(opts))
+    assert all(r["passed"] for r in results), (case, record)
+    assert (out / "SERVE.md").read_text().count("trtllm-serve . --backend pytorch") == 1
+    assert "max_batch_size: 64" in (out / "extra_llm_api_options.yaml").read_text()
+    assert (out / "tokenizer.json").exists() and (out / "generation_config.json").exists()
+
+
+@pytest.mark.parametrize("case", ["fp8", "awq"])
+def test_qwen2_biases_and_tied_embeddings(tiny_models, tmp_path, case):
+    """Qwen2: q/k/v biases beside quantized weights, lm_head tied to the embedding (absent from the files).
+    Random weights: KLD and max |dlogit| gates only (see the module docstring about top-1)."""
+    src = tiny_models["Qwen2ForCausalLM"]
+    (tmp_path / "ref").mkdir()
+    reference.run(src, PROBES, 16, "auto", False, tmp_path / "ref")
+    ids, ref = reference.load(tmp_path / "ref" / "reference.npz")
+    opts = T.Options(**CASES[case])
+    rec = T.export(open_checkpoint(src), opts, tmp_path, META)
+    assert T.check_schema(tmp_path) == []
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert "model.layers.0.self_attn.q_proj.bias" in index and "lm_head.weight" not in index
+    gates = {k: v for k, v in T.default_gates(opts).items() if k != "min_top1"}
+    results = apply_gates({"metrics": compare(ref, T.run_logits(tmp_path, rec, ids))}, gates)
+    assert all(r["passed"] for r in results), results
+
+
+def test_loaders_are_named_honestly(built):
+    assert built("bf16")[1]["loader"]["third_party"] is True
+    fp8 = built("fp8")[1]
+    assert fp8["loader"]["third_party"] is (importlib.util.find_spec("modelopt") is not None)
+    for case in ("fp8-pc", "awq"):
+        loader = built(case)[1]["loader"]
+        assert loader["third_party"] is False and loader["warning"].startswith("NOT a third-party loader")
+
+
+def test_quant_configs_follow_modelopt(built):
+    out, rec, _ = built("awq")
+    legacy = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
+    assert legacy == {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "exclude_modules": T.EXCLUDE_MODULES,
+                      "group_size": 64, "has_zero_point": False, "pre_quant_scale": True}
+    inline = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert inline["quant_method"] == "modelopt" and inline["ignore"] == T.EXCLUDE_MODULES
+    assert rec["serve"]["vllm"] is None and "W4A16_AWQ" in rec["serve"]["vllm_unsupported"]
+    fp8 = json.loads((built("fp8")[0] / "config.json").read_text())["quantization_config"]
+    assert fp8["quant_algo"] == "FP8" and fp8["config_groups"]["group_0"]["input_activations"]["num_bits"] == 8
+    assert "--quantization modelopt" in built("fp8")[1]["serve"]["vllm"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("modelopt") is None, reason="nvidia-modelopt is not installed")
+def test_int4_packing_is_modelopts(built):
+    """Re-pack the dequantized weights with ModelOpt's own packer: the bytes must be the ones written."""
+    import torch
+    from modelopt.torch.export.quant_utils import pack_int4_in_uint8
+    from safetensors import safe_open
+
+    out = built("awq")[0]
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.layers.1.mlp.down_proj"
+    with safe_open(str(out / index[f"{name}.weight"]), framework="pt") as st:
+        packed, scale = st.get_tensor(f"{name}.weight"), st.get_tensor(f"{name}.weight_scale")
+    w = T.dequantize_int4(packed, scale, 64)
+    assert torch.equal(pack_int4_in_uint8(w, scale, 64), packed)
+
+
+def test_schema_catches_a_missing_scale(built, tmp_path):
+    import shutil
+
+    out = tmp_path / "broken"
+    shutil.copytree(built("fp8")[0], out)
+    q = json.loads((out / "hf_quant_config.json").read_text())
+    q["quantization"]["exclude_modules"] = ["lm_head"]  # the embedding check is the config agreement
+    (out / "hf_quant_config.json").write_text(json.dumps(q))
+    assert any("ignore" in p for p in T.check_schema(out))
+
+
+def test_shards_stream_and_index(trained, tmp_path, monkeypatch):
+    """Several shards (a small shard unit) and row-block conversion of large matrices (a small block):
+    each shard readable by safetensors, the index covering all, the values the source's in bf16."""
+    import torch
+    from safetensors import safe_open
+
+    monkeypatch.setattr(T, "SHARD_UNIT", 1 << 15)
+    monkeypatch.setattr(T, "CHUNK_BYTES", 5000)
+    ckpt = open_checkpoint(trained[0])
+    rec = T.export(ckpt, T.Options(shard_size_mb=2), tmp_path, META)
+    assert len(rec["shards"]) > 3 and T.check_schema(tmp_path) == []
+    assert rec["largest_shard_bytes"] < 4 * (1 << 15) + 65536 + 4096  # a shard, or one embedding-sized tensor
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.0.mlp.down_proj.weight"):
+        with safe_open(str(tmp_path / index[name]), framework="pt") as st:
+            assert torch.equal(st.get_tensor(name), ckpt.get_tensor(name).to(torch.bfloat16)), name
+
+
+def test_awq_search_finds_salient_channels():
+    """Inputs with a few large channels: AWQ picks alpha > 0 and beats round-to-nearest (alpha = 0)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 128, generator=g)
+    x[:, :4] *= 30.0  # the outlier channels AWQ protects
+    w = torch.randn(64, 128, generator=g) * 0.02
+    scale, alpha, loss = T.awq_search(x, [w], 64)
+    packed, s = T.quantize_int4(w, 64)
+    rtn = float(((x @ T.dequantize_int4(packed, s, 64).T - x @ w.T) ** 2).mean())
+    assert alpha > 0 and loss < 0.8 * rtn
+    assert torch.all(scale[:4] > scale[4:].max())
+
+
+def _cfg(**kw) -> dict:
+    base = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 512,
+            "rms_norm_eps": 1e-5, "max_position_embeddings": 256}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("opts, cfg, key", [
+    ({"quant": "fp8", "calibration_text": str(CORPUS)}, _cfg(architectures=["GPT2LMHeadModel"]), "targets.t:"),
+    ({"quant": "int4_awq", "awq_group_size": 64, "calibration_text": str(CORPUS)}, _cfg(intermediate_size=160),
+     "targets.t.awq_group_size:"),
+    ({"quant": "fp8", "calibration_text": str(CORPUS)}, _cfg(intermediate_size=120), "targets.t.quant:"),
+    ({"quant": "int4_awq", "awq_group_size": 32, "calibration_text": str(CORPUS)}, _cfg(), "targets.t.awq_group_size:"),
+    ({"quant": "fp8", "calibration_text": "no/such/file.txt"}, _cfg(), "targets.t.calibration_text:"),
+    ({"quant": "int4_awq", "awq_group_size": 64}, _cfg(), "targets.t.calibration_text:"),
+    ({"quant": "fp8", "fp8_weight_scales": "per_tensor", "fp8_activation_scales": "dynamic"}, _cfg(),
+     "targets.t.fp8_activation_scales:"),
+])
+def test_bad_input_is_one_line_naming_the_key(opts, cfg, key):
+    with pytest.raises(InvalidInput) as e:
+        T.check(T.Options(**opts), cfg, "targets.t")
+    msg = str(e.value)
+    assert msg.startswith(key) and "\n" not in msg and e.value.exit_code == 2
+
+
+def test_calibration_text_too_short(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("only a few words here")
+    with pytest.raises(InvalidInput, match=r"^targets\.t\.calibration_text: .* too short: 5 words"):
+        T.check(T.Options(quant="int4_awq", awq_group_size=64, calibration_text=str(short)), _cfg(), "targets.t")
+
+
+def test_key_extra_follows_the_calibration_text(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_text("a " * 600)
+    opts = T.Options(quant="fp8", calibration_text=str(f))
+    before = T.key_extra(opts)
+    f.write_text("b " * 600)
+    assert T.key_extra(opts) != before and T.key_extra(T.Options()) == {}
