@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("llmbuild: interrupted; the cache and earlier builds are intact", file=sys.stderr)
         code = 130
+    except Exception as e:  # a bug before any build started: one line, the traceback in a log file
+        from llmbuild.ui import log_bug
+
+        print(f"llmbuild: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
+              f" please report it with {log_bug(e)}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
