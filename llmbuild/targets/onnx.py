@@ -1,0 +1,564 @@
+"""The ONNX target: a Llama-family causal LM as one onnxruntime graph with past key values.
+
+The artifact is what onnxruntime needs to score and generate on CPU (or CUDA): `model.onnx` (plus
+`model.onnx.data` when the weights live outside the protobuf), `config.json` and the tokenizer files.
+The graph's inputs and outputs have the names optimum and onnxruntime-genai use, so generation loops
+written for those run it unchanged:
+    input_ids [batch, seq] int64, attention_mask [batch, past+seq] int64, position_ids [batch, seq] int64,
+    past_key_values.N.key / .value [batch, kv_heads, past, head_dim]
+    -> logits [batch, seq, vocab] float32, present.N.key / .value [batch, kv_heads, past+seq, head_dim]
+
+How it is made: the graph is written here with `onnx.helper` from config.json and the checkpoint's
+tensor headers, then the weights are streamed into the file one tensor at a time, exactly as stored
+(cast only when the precision changes). No model is instantiated and no exporter traces one, so peak
+memory is about one tensor plus the graph, whatever the model's size, and transformers' modelling code
+is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md: 2.2 s and 367 MB peak
+RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
+`torch.onnx.export` is not used: exporters hold the whole model and its traced graph, and
+transformers 5's cache objects are not the flat past-key-value tensors a graph takes (where Olive's
+capture modes failed; see formats.md).
+
+The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
+which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
+projections, RotaryEmbedding on q and k, one Attention node (grouped-query heads, past key/value in,
+present out, an additive mask) and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
+[tokens, features], so weights keep the checkpoint's [out, in] layout (written without a transpose) and
+tied embeddings are one initializer read by both the Gather and the output Gemm.
+
+fp16: weights, activations and the KV cache are float16. RMSNormalization reduces in float32
+(stash_type), Attention's softmax runs in float32 (softmax_precision) and the rotary angles are
+computed in float32, as transformers does in its fp16 models. `logits` are float32 in both precisions
+(a Cast after the output layer): the type samplers and the verify stage use, where fp16 would round
+logits between 16 and 32 to steps of 1/64.
+
+`run_logits` runs the graph in onnxruntime for the verify stage, with the KV cache when asked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmbuild.archs import architecture_of
+from llmbuild.checkpoint import TOKENIZER_FILES
+from llmbuild.errors import InvalidInput
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress
+
+NAME = "onnx"
+SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
+# onnxruntime: the opset and ops chosen are those its CPU provider runs, so its version is part of
+# what the export was made for; torch/safetensors read and cast the weights that go into the file.
+TOOLS = ("onnx", "onnxruntime", "numpy", "torch", "safetensors")
+RUNTIME_DIST = "onnxruntime"
+
+DTYPES = ("fp32", "fp16")
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+EXTERNAL_DATA = ("auto", "always", "never")
+# 23 is the first opset with Attention, RotaryEmbedding and RMSNormalization; 24 only revises
+# Attention (an optional input this graph does not use). Both are checked against transformers.
+OPSETS = (23, 24)
+ROPE_KINDS = ("default", "linear", "llama3")
+PROTOBUF_LIMIT = 2 << 30  # bytes: protobuf cannot serialize a message larger than 2 GiB
+AUTO_EXTERNAL_ABOVE = 1.5e9  # bytes of weights: auto keeps a margin below the limit for the graph itself
+DATA_FILE = "model.onnx.data"
+CHUNK_ELEMENTS = 1 << 22  # elements converted at a time: 16 MB of float32 beside the source tensor
+ALIGN = 64  # external tensor offsets: a runtime that maps the file can use each weight in place
+
+# Gates against the fp32 transformers model. fp32 differs only in summation order: the tiny test
+# models measure max |dlogit| 2.4e-7 and KLD 1e-15, a 240M-parameter random Llama 3.8e-6 and 3e-13;
+# the limits leave room for deeper models with larger logits. fp16 rounds weights and activations:
+# tiny models 3.5e-4 and 2.6e-9, the 240M model 4.7e-3 and 3.4e-7 with top-1 0.984 (random weights
+# have near-tied logits that fp16 rounding flips). max_kld and max_abs_diff are those of the GGUF f16
+# gate; min_top1 is a floor that catches a broken graph (which agrees on ~1/vocab), not a quality bar.
+DEFAULT_GATES = {
+    "fp32": {"min_top1": 0.99, "max_kld": 1e-5, "max_abs_diff": 0.01},
+    "fp16": {"min_top1": 0.97, "max_kld": 1e-3, "max_abs_diff": 0.5},
+}
+
+
+@dataclass
+class Options:
+    backend: str = "onnx"
+    dtype: str = "fp32"  # fp32|fp16: fp16 halves file size and memory, costs a little parity (KLD ~1e-7..1e-4)
+    execution_provider: str = "cpu"  # cpu|cuda: where verify runs the graph (same graph); cuda needs onnxruntime-gpu
+    external_data: str = "auto"  # auto|always|never: weights beside the graph (any size) or inside it (one file,
+    #                               under protobuf's 2 GB); auto: beside it above 1.5 GB
+    opset: int = 23  # 23|24: 23 is the first with the fused ops and loads in more runtimes; 24 revises Attention
+    gates: Gates = field(default_factory=Gates)  # parity gates; unset ones take default_gates(dtype)
+
+
+def check(options, hf_config: dict, key: str) -> None:
+    """Plan-time checks: option values, the architecture and its rope scaling, the provider."""
+    for opt, known in (("dtype", DTYPES), ("execution_provider", tuple(PROVIDERS)),
+                       ("external_data", EXTERNAL_DATA), ("opset", OPSETS)):
+        value = getattr(options, opt)
+        if value not in known:
+            raise InvalidInput(f"{key}.{opt}: unknown value {value!r}; known: {', '.join(map(str, known))}")
+    arch = architecture_of(hf_config)
+    if arch not in SUPPORTED_ARCHS:
+        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the onnx backend; "
+                           f"supported: {', '.join(sorted(SUPPORTED_ARCHS))}")
+    kind = _rope(hf_config)[1]
+    if kind not in ROPE_KINDS:
+        raise InvalidInput(f"{key}: model config rope_scaling {kind!r} is not supported by the onnx backend; "
+                           f"supported: {', '.join(ROPE_KINDS)}")
+    if hf_config.get("hidden_act", "silu") not in ("silu", "swish"):
+        raise InvalidInput(f"{key}: model config hidden_act {hf_config['hidden_act']!r} is not supported by the onnx "
+                           "backend, whose MLP is SiLU-gated")
+    if options.external_data == "never":
+        nbytes = _estimate_params(hf_config) * (4 if options.dtype == "fp32" else 2)
+        if nbytes > AUTO_EXTERNAL_ABOVE:
+            raise InvalidInput(f"{key}.external_data: never, but the {options.dtype} weights are about "
+                               f"{nbytes / 1e9:.1f} GB, too close to protobuf's 2 GB limit; use auto or always")
+    if options.execution_provider != "cpu":
+        available = _providers()
+        if PROVIDERS[options.execution_provider] not in available:
+            raise InvalidInput(f"{key}.execution_provider: {options.execution_provider}, but onnxruntime here has "
+                               f"no {PROVIDERS[options.execution_provider]} (has: {', '.join(available) or 'none'}); "
+                               "install onnxruntime-gpu or use cpu")
+
+
+def _providers() -> list[str]:
+    if not runtime_available():
+        return []
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+def precision(options) -> str:
+    return options.dtype
+
+
+def default_gates(options) -> dict:
+    return dict(DEFAULT_GATES[options.dtype])
+
+
+def runtime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+@dataclass
+class _Dims:
+    """The model's shape, from config.json."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    eps: float
+
+    @classmethod
+    def of(cls, cfg: dict) -> _Dims:
+        heads = cfg["num_attention_heads"]
+        return cls(cfg["num_hidden_layers"], cfg["hidden_size"], heads, cfg.get("num_key_value_heads") or heads,
+                   cfg.get("head_dim") or cfg["hidden_size"] // heads, cfg["vocab_size"], float(cfg["rms_norm_eps"]))
+
+
+def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress) -> dict:
+    """Write model.onnx (+ model.onnx.data), config.json and the tokenizer files into out_dir."""
+    import onnx
+
+    out_dir = Path(out_dir)
+    cfg = ckpt.config
+    dims = _Dims.of(cfg)
+    elem = onnx.TensorProto.FLOAT if options.dtype == "fp32" else onnx.TensorProto.FLOAT16
+    itemsize = 4 if options.dtype == "fp32" else 2
+    tensors, weight_of = _plan(ckpt, dims, cfg)
+    n_params = sum(math.prod(shape) for _, shape in tensors)
+    nbytes = n_params * itemsize
+    external = options.external_data == "always" or (options.external_data == "auto" and nbytes > AUTO_EXTERNAL_ABOVE)
+    if not external and nbytes > PROTOBUF_LIMIT - (64 << 20):
+        raise InvalidInput(f"external_data: never, but the {options.dtype} weights are {nbytes / 1e9:.2f} GB, "
+                           "over protobuf's 2 GB limit; use auto or always")
+    graph = _graph(dims, cfg, elem, weight_of, _windows(cfg))
+    inits = [onnx.TensorProto(name=name, dims=shape, data_type=elem) for name, shape in tensors]
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", options.opset)],
+                                   producer_name="llmbuild", producer_version=_version())
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    onnx.helper.set_model_props(model, _metadata(meta, options.dtype))
+    stream = _tensor_chunks(ckpt, [name for name, _ in tensors], options.dtype, progress)
+    if external:
+        _write_external(out_dir, model, inits, stream)
+    else:
+        _write_embedded(out_dir / "model.onnx", model, inits, stream)
+    model_files = ["model.onnx", *([DATA_FILE] if external else [])]
+    files = list(model_files)
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (ckpt.dir / name).is_file():
+            shutil.copyfile(ckpt.dir / name, out_dir / name)
+            files.append(name)
+    return {
+        "files": files,
+        "format": "onnx",
+        "precision": options.dtype,
+        "opset": options.opset,
+        "external_data": external,
+        "execution_provider": options.execution_provider,
+        "inputs": [i.name for i in graph.input],
+        "outputs": [o.name for o in graph.output],
+        "bits_per_weight": 8 * nbytes / n_params,
+        "num_parameters": n_params,
+        "bytes": sum((out_dir / f).stat().st_size for f in model_files),
+    }
+
+
+def _plan(ckpt, dims: _Dims, cfg: dict) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
+    """The checkpoint tensors the graph reads, in the checkpoint's order, with their shapes, and the map
+    from each weight name the graph uses to the tensor holding it (the output layer may be the embedding).
+
+    Checkpoint order lets pickled .bin files be read in one pass. A missing tensor, one the graph has no
+    place for, or one that is not floating point fails here, before anything is written.
+    """
+    if ckpt.pickle:  # .bin files have no header: one extra pass
+        found = {n: (list(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in ckpt.iter_tensors()}
+    else:
+        found = {n: (list(s), d) for n, (s, d) in ckpt.tensor_shapes().items()}
+    # tied when config.json says so (transformers then ignores any lm_head.weight) or when the
+    # checkpoint has no output matrix of its own
+    tied = bool(cfg.get("tie_word_embeddings")) or "lm_head.weight" not in found
+    required = ["model.embed_tokens.weight", "model.norm.weight", *([] if tied else ["lm_head.weight"])]
+    optional = []  # biases some Llama-architecture models add (attention_bias, mlp_bias)
+    for i in range(dims.layers):
+        p = f"model.layers.{i}."
+        required += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+        required += [p + f"self_attn.{x}_proj.weight" for x in "qkvo"]
+        required += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+        biases = [p + f"self_attn.{x}_proj.bias" for x in "qkv"]
+        if ckpt.arch.qkv_bias:
+            required += biases
+        else:
+            optional += biases
+        optional += [p + "self_attn.o_proj.bias", *(p + f"mlp.{x}_proj.bias" for x in ("gate", "up", "down"))]
+    missing = [n for n in required if n not in found]
+    if missing:
+        raise InvalidInput(f"{ckpt.dir}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
+    used = set(required) | (set(optional) & set(found))
+    for n, (_, dtype) in found.items():
+        if n not in used and not n.endswith("rotary_emb.inv_freq") and n != "lm_head.weight":
+            raise InvalidInput(f"{ckpt.dir}: tensor {n!r} has no place in the onnx graph of {ckpt.arch.hf_name}")
+        if n in used and dtype.upper() not in ("F32", "F16", "BF16", "FLOAT32", "FLOAT16", "BFLOAT16"):
+            raise InvalidInput(f"{ckpt.dir}: tensor {n!r} is {dtype}; the onnx backend reads float32, float16 "
+                               "and bfloat16 checkpoints")
+    weight_of = {n: n for n in used} | {"lm_head.weight": "model.embed_tokens.weight" if tied else "lm_head.weight"}
+    return [(n, shape) for n, (shape, _) in found.items() if n in used], weight_of
+
+
+def _tensor_chunks(ckpt, names: list[str], dtype: str, progress: Progress):
+    """Yield (name, chunks) per tensor: its bytes in the target precision as little-endian numpy slices,
+    converted one slice at a time, so memory holds one source tensor plus one converted slice."""
+    import numpy as np
+
+    want = np.float32 if dtype == "fp32" else np.float16
+    wanted = set(names)
+    # pickled .bin files are loaded whole by torch anyway, so they are walked in file order; each
+    # safetensors tensor is opened on its own (see Checkpoint.iter_tensors)
+    source = ckpt.iter_tensors() if ckpt.pickle else ((n, ckpt.get_tensor(n)) for n in names)
+    done = 0
+    for name, x in source:
+        if name in wanted:
+            yield name, _converted(ckpt, name, x.contiguous().view(-1), want)
+            done += 1
+            progress(done, len(names), name)
+        del x  # before the next tensor is read
+
+
+def _converted(ckpt, name: str, flat, want):
+    """A flat torch tensor as numpy slices of `want` (np.float32 or np.float16). numpy casts: it is
+    single-threaded, so its speed does not depend on what else runs on shared cores."""
+    import numpy as np
+    import torch
+
+    for part in flat.split(CHUNK_ELEMENTS):
+        src = (part.float() if part.dtype == torch.bfloat16 else part).numpy()  # numpy has no bfloat16
+        arr = src.astype(want, copy=False)  # the same array, no copy, when the precision does not change
+        if arr is not src and want == np.float16 and not np.isfinite(arr).all():
+            raise InvalidInput(f"{ckpt.dir}: tensor {name!r} has values beyond float16's range; use dtype fp32")
+        yield arr.astype(arr.dtype.newbyteorder("<"), copy=False)  # ONNX raw data is little-endian
+
+
+def _write_external(out_dir: Path, model, inits, stream) -> None:
+    """Weights into model.onnx.data as they stream; model.onnx holds the graph and, per weight, the
+    external-data entries (location, offset, length) of the ONNX spec."""
+    by_name = {t.name: t for t in inits}
+    with open(out_dir / DATA_FILE, "wb") as f:
+        for name, chunks in stream:
+            f.write(b"\0" * (-f.tell() % ALIGN))
+            offset = f.tell()
+            f.writelines(memoryview(arr).cast("B") for arr in chunks)
+            t = by_name[name]
+            t.data_location = t.EXTERNAL
+            for key, value in (("location", DATA_FILE), ("offset", offset), ("length", f.tell() - offset)):
+                t.external_data.add(key=key, value=str(value))
+    model.graph.initializer.extend(inits)
+    (out_dir / "model.onnx").write_bytes(model.SerializeToString())
+
+
+def _write_embedded(path: Path, model, inits, stream) -> None:
+    """One self-contained model.onnx, written as the weights stream: the protobuf encoding of the
+    model onnx.save would write (its fields in another order), without holding the weights in memory.
+
+    Protobuf fields may come in any order. The graph is a length-prefixed GraphProto: its skeleton
+    (nodes, inputs, outputs, small initializers), then each weight as a length-prefixed TensorProto
+    whose raw_data field comes last. Every length is known from the shapes, so each prefix is written
+    before the data it announces.
+    """
+    import onnx
+
+    def field_head(proto_cls, name: str, length: int) -> bytes:
+        number = proto_cls.DESCRIPTOR.fields_by_name[name].number
+        return _varint(number << 3 | 2) + _varint(length)  # wire type 2: length-delimited
+
+    heads, data_len = {}, 0
+    for t in inits:
+        n = math.prod(t.dims) * (4 if t.data_type == onnx.TensorProto.FLOAT else 2)
+        meta = t.SerializeToString() + field_head(onnx.TensorProto, "raw_data", n)
+        heads[t.name] = field_head(onnx.GraphProto, "initializer", len(meta) + n) + meta
+        data_len += n
+    skeleton = model.graph.SerializeToString()
+    graph_len = len(skeleton) + sum(len(h) for h in heads.values()) + data_len
+    model.ClearField("graph")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+        f.write(field_head(onnx.ModelProto, "graph", graph_len))
+        f.write(skeleton)
+        for name, chunks in stream:
+            f.write(heads[name])
+            f.writelines(memoryview(arr).cast("B") for arr in chunks)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _graph(d: _Dims, cfg: dict, elem: int, weight_of: dict[str, str], windows: list[int | None]):
+    """The decoder as an ONNX GraphProto whose weight initializers are added by the writer."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, consts = [], []
+    np_dt = np.float32 if elem == TensorProto.FLOAT else np.float16
+
+    def op(op_type: str, inputs: list[str], name: str, outputs: list[str] | None = None, **attrs) -> str:
+        outputs = outputs or [name]
+        nodes.append(helper.make_node(op_type, inputs, outputs, name=name, **attrs))
+        return outputs[0]
+
+    def const(name: str, value) -> str:
+        consts.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def linear(x: str, module: str) -> str:
+        bias = f"{module}.bias"
+        return op("Gemm", [x, weight_of[f"{module}.weight"], *([bias] if bias in weight_of else [])],
+                  f"{module}.Gemm", transB=1)
+
+    def rms_norm(x: str, weight: str) -> str:
+        # stash_type float32: the reduction runs in float32 for fp16 models too, as transformers does
+        return op("RMSNormalization", [x, weight_of[weight]], weight.removesuffix(".weight"),
+                  axis=-1, epsilon=d.eps, stash_type=TensorProto.FLOAT)
+
+    # activations are [tokens, features] (Gemm's 2-D form); rotary and attention see [batch, seq, features]
+    shape3 = op("Concat", [op("Shape", ["input_ids"], "ids_shape"), const("minus_one", np.array([-1], np.int64))],
+                "shape3", axis=0)
+    tokens = op("Reshape", ["input_ids", "minus_one"], "tokens")
+    h = op("Gather", [weight_of["model.embed_tokens.weight"], tokens], "embed", axis=0)
+
+    # rotary angles in float32 (position * inverse frequency), shared by every layer
+    pos = op("Cast", [op("Unsqueeze", ["position_ids", "minus_one"], "pos3")], "pos_f", to=TensorProto.FLOAT)
+    angles = op("Mul", [pos, const("inv_freq", _inv_freq(cfg, d.head_dim))], "angles")
+    cos, sin = op("Cos", [angles], "cos32"), op("Sin", [angles], "sin32")
+    if elem != TensorProto.FLOAT:
+        cos, sin = op("Cast", [cos], "cos", to=elem), op("Cast", [sin], "sin", to=elem)
+
+    # attention mask [batch, 1, seq, past+seq]: key j is visible to query i (absolute index past+i)
+    # when j <= past+i, attention_mask[j] is 1, and, in sliding-window layers, j > past+i-window.
+    # Hidden positions get half the type's lowest value rather than -inf: a query that sees nothing
+    # (a left-padding position) then gets a uniform softmax instead of NaNs that would reach real
+    # tokens through 0 * NaN, and adding a score to it cannot overflow to -inf.
+    scalar = const("scalar_shape", np.array([], np.int64))
+    total = op("Reshape", [op("Shape", ["attention_mask"], "total_1d", start=1, end=2), scalar], "total")
+    seq = op("Reshape", [op("Shape", ["input_ids"], "seq_1d", start=1, end=2), scalar], "seq")
+    one, zero = const("one", np.array(1, np.int64)), const("zero", np.array(0, np.int64))
+    key_idx = op("Range", [zero, total, one], "key_idx")
+    query_idx = op("Unsqueeze", [op("Range", [op("Sub", [total, seq], "past_len"), total, one], "query_idx_1d"),
+                                 "minus_one"], "query_idx")
+    padding = op("Unsqueeze", [op("Cast", ["attention_mask"], "mask_bool", to=TensorProto.BOOL),
+                               const("axes_1_2", np.array([1, 2], np.int64))], "padding")
+    visible = op("And", [op("LessOrEqual", [key_idx, query_idx], "causal"), padding], "visible")
+    hidden_value = const("hidden_value", np.array(np.finfo(np_dt).min / 2, np_dt))
+    no_bias = const("no_bias", np.array(0, np_dt))
+    masks = {}
+    for w in sorted(set(windows), key=lambda w: w or 0):
+        v = visible
+        if w is not None:
+            start = op("Sub", [query_idx, const(f"window_{w}", np.array(w, np.int64))], f"window_start_{w}")
+            v = op("And", [visible, op("Greater", [key_idx, start], f"in_window_{w}")], f"visible_{w}")
+        masks[w] = op("Where", [v, no_bias, hidden_value], f"mask_{w or 'full'}")
+
+    attn_2d = const("attn_2d_shape", np.array([-1, d.heads * d.head_dim], np.int64))
+    for i in range(d.layers):
+        p = f"model.layers.{i}"
+        x = rms_norm(h, f"{p}.input_layernorm.weight")
+        q, k, v = (op("Reshape", [linear(x, f"{p}.self_attn.{n}_proj"), shape3], f"{p}.{n}3") for n in "qkv")
+        q = op("RotaryEmbedding", [q, cos, sin], f"{p}.q_rope", num_heads=d.heads)
+        k = op("RotaryEmbedding", [k, cos, sin], f"{p}.k_rope", num_heads=d.kv_heads)
+        y = op("Attention", [q, k, v, masks[windows[i]], f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
+               f"{p}.attn", outputs=[f"{p}.attn", f"present.{i}.key", f"present.{i}.value"],
+               q_num_heads=d.heads, kv_num_heads=d.kv_heads, softmax_precision=TensorProto.FLOAT)
+        y = op("Reshape", [y, attn_2d], f"{p}.attn_2d")
+        h = op("Add", [h, linear(y, f"{p}.self_attn.o_proj")], f"{p}.attn_residual")
+        x = rms_norm(h, f"{p}.post_attention_layernorm.weight")
+        gate = linear(x, f"{p}.mlp.gate_proj")
+        silu = op("Mul", [gate, op("Sigmoid", [gate], f"{p}.mlp.sigmoid")], f"{p}.mlp.silu")
+        mlp = op("Mul", [silu, linear(x, f"{p}.mlp.up_proj")], f"{p}.mlp.gated")
+        h = op("Add", [h, linear(mlp, f"{p}.mlp.down_proj")], f"{p}.mlp_residual")
+
+    logits = linear(rms_norm(h, "model.norm.weight"), "lm_head")
+    if elem != TensorProto.FLOAT:
+        logits = op("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
+    op("Reshape", [logits, shape3], "logits")
+
+    kv_shape = ["batch_size", d.kv_heads, "past_sequence_length", d.head_dim]
+    present_shape = ["batch_size", d.kv_heads, "total_sequence_length", d.head_dim]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+              helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", d.vocab])]
+    for i in range(d.layers):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, kv_shape))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", elem, present_shape))
+    return helper.make_graph(nodes, "llmbuild-decoder", inputs, outputs, initializer=consts)
+
+
+def _rope(cfg: dict) -> tuple[float, str, dict]:
+    """(rope theta, scaling kind, scaling parameters) from a transformers 4 or 5 config.json."""
+    params = dict(cfg.get("rope_parameters") or {})  # transformers 5
+    params.update(cfg.get("rope_scaling") or {})  # transformers 4
+    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    return float(theta), params.get("rope_type") or params.get("type") or "default", params
+
+
+def _inv_freq(cfg: dict, head_dim: int):
+    """Rotary inverse frequencies [head_dim/2] in float32, computed as transformers does (its
+    ROPE_INIT_FUNCTIONS for default, linear and llama3), so the angles match to the last bit or two."""
+    import numpy as np
+
+    theta, kind, p = _rope(cfg)
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
+    if kind == "linear":
+        inv = inv / p["factor"]
+    elif kind == "llama3":
+        # Llama 3.1: long wavelengths slowed by `factor`, short ones kept, those between interpolated
+        factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
+        old_ctx = p["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > old_ctx / low, inv / factor, inv)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_ctx / high) & (wavelen <= old_ctx / low)
+        inv = np.where(medium, smoothed, scaled)
+    return inv.astype(np.float32)
+
+
+def _windows(cfg: dict) -> list[int | None]:
+    """Each layer's sliding attention window (None: full attention), as transformers decides it:
+    `layer_types` where config.json has them (Qwen2 in transformers 5), Qwen2's use_sliding_window and
+    max_window_layers in older configs, else `sliding_window` on every layer (Mistral)."""
+    n, w = cfg["num_hidden_layers"], cfg.get("sliding_window")
+    if cfg.get("layer_types"):
+        return [w if t == "sliding_attention" else None for t in cfg["layer_types"]]
+    if "use_sliding_window" in cfg:
+        on = cfg["use_sliding_window"] and w is not None
+        return [w if on and i >= cfg.get("max_window_layers", 0) else None for i in range(n)]
+    return [w] * n
+
+
+def _estimate_params(cfg: dict) -> int:
+    """Parameter count from config.json alone (plan time), biases and norms aside."""
+    d = _Dims.of(cfg)
+    attn = d.hidden * d.head_dim * (2 * d.heads + 2 * d.kv_heads)
+    embed = d.vocab * d.hidden * (1 if cfg.get("tie_word_embeddings") else 2)
+    return embed + d.layers * (attn + 3 * d.hidden * cfg["intermediate_size"])
+
+
+def _metadata(meta: ArtifactMeta, dtype: str) -> dict[str, str]:
+    props = {
+        "llmbuild.name": meta.name,
+        "license": meta.license_id,
+        "license_name": meta.license_name,
+        "license_link": meta.license_link,
+        "base_model": meta.base_model,
+        "base_model_url": meta.base_model_url,
+        "quantized_by": meta.quantized_by,
+        "description": meta.description,
+        "llmbuild.version": _version(),
+        "llmbuild.precision": dtype,
+    }
+    return {k: str(v) for k, v in props.items() if v}
+
+
+def _version() -> str:
+    from llmbuild import __version__
+
+    return __version__
+
+
+# (model path, mtime, provider) -> InferenceSession: the verify stage calls run_logits once per probe
+_SESSIONS: dict[tuple[str, int, str], object] = {}
+
+
+def _session(path: Path, provider: str):
+    import onnxruntime as ort
+
+    key = (str(path), path.stat().st_mtime_ns, provider)
+    if key not in _SESSIONS:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        # no busy-waiting between ops: on shared cores spinning threads starve the others
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
+        _SESSIONS[key] = ort.InferenceSession(str(path), so, providers=providers)
+    return _SESSIONS[key]
+
+
+def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
+    """onnxruntime's logits [seq, vocab] (float32) for each probe, every position, batch 1.
+
+    With `split`, the first `split` tokens run with an empty past and the rest one at a time, each
+    step's present key/values fed back as the next step's past: generation's path through the graph.
+    """
+    import numpy as np
+
+    sess = _session(Path(artifact_dir) / "model.onnx", record.get("execution_provider", "cpu"))
+    pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
+    out_names = [o.name for o in sess.get_outputs()]
+    results = []
+    for ids in token_ids:
+        past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), kv_type) for i in pasts}
+        cut = len(ids) if split is None else split
+        chunks = [c for c in [ids[:cut], *([t] for t in ids[cut:])] if c]
+        logits, done = [], 0
+        for chunk in chunks:
+            n = len(chunk)
+            feed = {"input_ids": np.array([chunk], np.int64),
+                    "attention_mask": np.ones((1, done + n), np.int64),
+                    "position_ids": np.arange(done, done + n, dtype=np.int64)[None], **past}
+            outs = dict(zip(out_names, sess.run(out_names, feed)))
+            logits.append(outs["logits"][0])
+            past = {f"past_key_values.{k.removeprefix('present.')}": v for k, v in outs.items() if k.startswith("present.")}
+            done += n
+        results.append(np.concatenate(logits).astype(np.float32, copy=False))
+    return results
