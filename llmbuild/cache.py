@@ -1,8 +1,9 @@
 """The content-addressed stage cache: one folder per (stage kind, key), committed by atomic rename.
 
 Layout under the cache root:
-    stages/<kind>/<key[:2]>/<key>/record.json   what the stage returned, plus its files' digests
-    stages/<kind>/<key[:2]>/<key>/out/          the files it wrote
+    stages-v<FORMAT>/<kind>/<key[:2]>/<key>/record.json   what the stage returned, plus its files' digests
+                                                (`out_files`, `outputs_digest`: reserved keys)
+    stages-v<FORMAT>/<kind>/<key[:2]>/<key>/out/          the files it wrote
     tmp/                                        stages in progress; removed when they fail
 A stage runs in tmp/ and is renamed into place only when it finished, so a build killed at any
 moment (Ctrl-C, kill -9) leaves no entry a later build could mistake for a result; leftovers in tmp/
@@ -22,6 +23,8 @@ from typing import Callable
 
 from llmbuild.hashing import StatCache, file_entries, tree_digest
 
+# bump when record.json's reserved keys or the layout change: older entries are then never looked up
+FORMAT = 2
 # tmp folders older than this belong to dead builds
 _STALE_TMP_SECONDS = 24 * 3600
 
@@ -44,7 +47,7 @@ class Entry:
 
     @property
     def files(self) -> dict[str, dict]:
-        return self.record["files"]
+        return self.record["out_files"]
 
 
 class Cache:
@@ -55,7 +58,7 @@ class Cache:
         self._sweep_tmp()
 
     def _entry_dir(self, kind: str, key: str) -> Path:
-        return self.root / "stages" / kind / key[:2] / key
+        return self.root / f"stages-v{FORMAT}" / kind / key[:2] / key
 
     def lookup(self, kind: str, key: str) -> Entry | None:
         d = self._entry_dir(kind, key)
@@ -77,7 +80,8 @@ class Cache:
         try:
             record = dict(fn(out) or {})
             files = file_entries(out)
-            record.update(files=files, outputs_digest=tree_digest(files), kind=kind, key=key,
+            # reserved keys; a stage's own keys (e.g. acquire's input "files") stay as it wrote them
+            record.update(out_files=files, outputs_digest=tree_digest(files), kind=kind, key=key,
                           created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             (tmp / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         except BaseException:
