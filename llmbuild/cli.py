@@ -147,6 +147,10 @@ def _library_environment() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", module=r"torch\.onnx")  # exporter chatter about axis names
+    import logging
+
+    for name in ("gguf", "modelopt", "lm_eval", "onnxruntime"):  # their INFO lines would drown the build's own
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,6 +56,19 @@ class ModelConfig:
     allow_pickle: bool = False  # accept PyTorch .bin weights (loaded with weights_only=True)
 
 
+class McFormat(Enum):
+    mmlu = "mmlu"  # {"question", "choices": [4], "answer": 0-3|A-D, "subject"?}: lm-eval's MMLU prompt, " A".." D"
+    hellaswag = "hellaswag"  # {"activity_label", "ctx_a", "ctx_b", "endings", "label"}: lm-eval's HellaSwag
+
+
+@dataclass
+class McTask:
+    name: str = "???"  # the task's name in eval.json, the card and gate figures (tasks.NAME.acc)
+    path: str = "???"  # JSONL in that format: the shipped samples, or the full set when you have it
+    format: McFormat = McFormat.mmlu
+    limit: int = 0  # score the first N records only (0 = all): full MMLU is 14k questions
+
+
 @dataclass
 class EvalConfig:
     # probe prompts for the parity check of every artifact against the source model
@@ -69,6 +82,20 @@ class EvalConfig:
     )
     max_tokens: int = 64  # probes are cut to this many tokens: longer checks more positions, costs time
     kv_check: bool = True  # also decode the second half token by token through the KV cache
+    # The evaluate stage: every artifact through its own runtime, against the source model in torch.
+    text: Optional[str] = None  # parity text: KLD (mean, p99), top-1, perplexity ratio vs the source; None skips
+    heldout_text: Optional[str] = None  # held-out text for perplexity (source and each artifact); None skips
+    window: int = 0  # tokens per rolling window, second half scored (llama-perplexity); 0 = the model's context, at most 2048
+    max_windows: int = 8  # windows per text at most (0 = all): bounds time and the cached source logits
+    tasks: List[McTask] = field(default_factory=list)  # multiple choice, scored as lm-evaluation-harness does
+    golden: Optional[str] = None  # JSONL of {"prompt","answer"}: greedy answers through each runtime's KV cache
+    golden_prompt: str = "auto"  # auto (the tokenizer's chat template when it has one) | chat | plain
+    golden_max_new_tokens: int = 16  # must cover the longest answer; longer costs time on every artifact
+    speed: bool = True  # when evaluating: prompt and generated tokens/s per artifact and for the torch source
+    speed_prompt_tokens: int = 128  # the same prompt for every runtime (from eval.text when set)
+    speed_new_tokens: int = 32  # greedy tokens generated per timed run
+    speed_repeats: int = 3  # timed runs per runtime; the median is reported (shared machines are noisy)
+    threads: int = 2  # CPU threads every runtime gets for generation and timing: the same for all
 
 
 @dataclass
@@ -142,6 +169,10 @@ def _resolve_paths(obj) -> None:
         d.eval_path = resolve_path(d.eval_path)
     if getattr(ft, "golden", None):
         ft.golden = resolve_path(ft.golden)
+    e = obj.eval
+    e.text, e.heldout_text, e.golden = resolve_path(e.text), resolve_path(e.heldout_text), resolve_path(e.golden)
+    for t in e.tasks:
+        t.path = resolve_path(t.path)
 
 
 def register_schema() -> None:

@@ -31,7 +31,8 @@ from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
-STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 1}
+STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 1,
+                  "evalref": 1, "evaluate": 1}
 
 
 def tool_versions(dists) -> dict[str, str]:
@@ -81,6 +82,7 @@ class Build:
         self.finetune_record: dict | None = None
         self.finetune_out: Path | None = None
         self.warnings: list[str] = []
+        self.eval_source: dict | None = None  # the source model's evaluation figures (evalref stage)
 
     # -- the stage runner -------------------------------------------------------------------------
     @staticmethod
@@ -130,9 +132,10 @@ class Build:
             if self.model is None:
                 return []
         ref = self.reference()
+        eref = self.eval_reference()
         failed = []
         for t in bc.targets:
-            failed += self.target(t, ref)
+            failed += self.target(t, ref, eref)
         return failed
 
     def acquire(self) -> ModelRef | None:
@@ -240,6 +243,22 @@ class Build:
                           lambda out: reference.run(self.model.dir, list(e.probes), e.max_tokens, m.dtype.value,
                                                     m.trust_remote_code, out), tools=reference.TOOLS)
 
+    def eval_reference(self) -> Entry | None:
+        """The source side of the evaluate stage (token ids, source logits and figures), once per build."""
+        from llmbuild.stages import evaluate
+
+        e, m = self.bc.eval, self.bc.model
+        if not evaluate.enabled(e):
+            return None
+        parts = {"model": self.model.digest, "dtype": m.dtype.value,
+                 "eval": evaluate.key_parts(e, self.cache.stat_cache.digest)}
+        entry = self.stage("evalref", "evalref", parts,
+                           lambda out: evaluate.prepare(self.model.dir, e, m.dtype.value, m.trust_remote_code, out),
+                           tools=evaluate.TOOLS)
+        if entry is not None:
+            self.eval_source = entry.record
+        return entry
+
     def artifact_meta(self):
         from llmbuild import licenses
         from llmbuild.targets.common import ArtifactMeta
@@ -255,9 +274,9 @@ class Build:
             quantized_by=f"llmbuild {__version__}",
         )
 
-    def target(self, t, ref: Entry | None) -> list[dict]:
+    def target(self, t, ref: Entry | None, eref: Entry | None = None) -> list[dict]:
+        """Export, verify and evaluate one target; returns its failed gates."""
         from llmbuild.checkpoint import open_checkpoint
-        from llmbuild.stages import verify
 
         mod = registry.backend(t.backend)
         options = _plain(t.options)
@@ -279,7 +298,7 @@ class Build:
         self.artifacts[t.name] = info
         if exp is None:
             return []
-        info["export"] = {k: v for k, v in exp.record.items() if k not in ("files",)}
+        info["export"] = {k: v for k, v in exp.record.items() if k not in ("out_files",)}
         info["files"] = exp.files
         dest = self.dir / "artifacts" / t.name
         link_tree(exp.out, dest)
@@ -288,11 +307,26 @@ class Build:
         if ref is None:
             return []
         gates = {**mod.default_gates(t.options), **{k: v for k, v in gates_cfg.items() if v is not None}}
-        info["gates"] = gates
+        if "max_ppl_ratio" not in gates:
+            from llmbuild.stages.verify import DEFAULT_PPL_RATIO
+
+            gates["max_ppl_ratio"] = DEFAULT_PPL_RATIO.get(info["precision"])
+        info["gates"] = {k: v for k, v in gates.items() if v is not None}
         if not mod.runtime_available():
-            info["verification"] = {"status": "unverified", "reason": f"{mod.RUNTIME_DIST} is not installed"}
+            reason = f"{mod.RUNTIME_DIST} is not installed"
+            info["verification"] = {"status": "unverified", "reason": reason}
             self.stages.append({"stage": f"verify:{t.name}", "key": None, "status": "skipped", "seconds": 0.0})
+            if eref is not None:
+                info["evaluation"] = {"status": "skipped", "reason": reason}
             return []
+        failed = self.verify(t, mod, exp, ref, info, gates)
+        if eref is not None:
+            failed += self.evaluate(t, mod, exp, eref, info, gates)
+        return failed
+
+    def verify(self, t, mod, exp: Entry, ref: Entry, info: dict, gates: dict) -> list[dict]:
+        from llmbuild.stages import verify
+
         kv = self.bc.eval.kv_check
         ver = self.stage(f"verify:{t.name}", f"verify-{t.backend}",
                          {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": mod.NAME},
@@ -310,6 +344,44 @@ class Build:
         self.ui.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
                     f"max |dlogit| {m['max_abs_diff']:.3g}", style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
+
+    def evaluate(self, t, mod, exp: Entry, eref: Entry, info: dict, gates: dict) -> list[dict]:
+        """Parity, perplexity, multiple choice, golden set and speed through the artifact's runtime."""
+        from llmbuild.stages import evaluate
+
+        e, m = self.bc.eval, self.bc.model
+        ev = self.stage(f"evaluate:{t.name}", f"evaluate-{t.backend}",
+                        {"artifact": exp.digest, "evalref": eref.digest, "model": self.model.digest,
+                         "backend": mod.NAME, "threads": e.threads},
+                        lambda out: evaluate.run(mod, t.backend, exp.out, exp.record, eref.out, eref.record,
+                                                 self.model.dir, e, m.trust_remote_code),
+                        tools=(mod.RUNTIME_DIST, *evaluate.TOOLS))
+        if ev is None:
+            return []
+        results = evaluate.apply_gates(ev.record, gates)
+        status = "passed" if all(r["passed"] for r in results) else "failed"
+        info["evaluation"] = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
+                              "gates": results,
+                              "runtime_version": tool_versions([mod.RUNTIME_DIST])[mod.RUNTIME_DIST]}
+        self.ui.say(f"[evaluate:{t.name}] {status}: {_eval_line(ev.record)}",
+                    style="green" if status == "passed" else "red")
+        return [dict(r, target=t.name) for r in results if not r["passed"]]
+
+
+def _eval_line(rec: dict) -> str:
+    """The evaluation in one console line."""
+    parts = []
+    if p := rec.get("parity"):
+        parts.append(f"KLD {p['kld_mean']:.2e}, top-1 {p['top1']:.3f}, PPL ratio {p['ppl_ratio']:.4f}")
+    if p := rec.get("perplexity"):
+        parts.append(f"held-out PPL {p['ppl']:.3f}")
+    for name, r in (rec.get("tasks") or {}).items():
+        parts.append(f"{name} acc {r['acc']:.3f}")
+    if (g := rec.get("golden")) and "exact_match" in g:
+        parts.append(f"golden EM {g['exact_match']:.3f}")
+    if (s := rec.get("speed")) and s.get("gen_tokens_per_s"):
+        parts.append(f"{s['gen_tokens_per_s']:.0f} gen tok/s")
+    return "; ".join(parts) or "nothing to evaluate"
 
 
 def _get(obj, name):
@@ -395,9 +467,11 @@ def run_build(bc: BuildConfig) -> int:
 
 
 def _all_tools(bc: BuildConfig) -> list[str]:
-    from llmbuild.stages import acquire, reference
+    from llmbuild.stages import acquire, evaluate, reference
 
     tools = ["hydra-core", "omegaconf", "huggingface-hub", "safetensors", *acquire.INIT_TOOLS, *reference.TOOLS]
+    if evaluate.enabled(bc.eval):
+        tools += list(evaluate.TOOLS)
     if bc.finetune.method != "none":
         from llmbuild.finetune import stage as ft
 

@@ -36,15 +36,22 @@ def make_plan(bc: BuildConfig) -> list[Step]:
     if not bc.eval.probes:
         raise InvalidInput("eval.probes: at least one probe prompt is needed to verify the artifacts")
     from llmbuild.licenses.config import validate as validate_license
+    from llmbuild.stages import evaluate
 
     validate_license(bc.license)  # a waiver without a reason, a bad fact value: exit 2 before acquisition
+    evaluate.check(bc.eval)  # evaluation files in the wrong format: exit 2 naming file and line
+    evaluating = evaluate.enabled(bc.eval)
     steps = [Step("acquire", "acquire"), Step("license", "license")]
     if bc.finetune.method != "none":
         steps.append(Step("finetune", "finetune"))
     steps.append(Step("reference", "reference"))
+    if evaluating:
+        steps.append(Step("evalref", "evalref"))
     for t in bc.targets:
         steps += [Step(f"export:{t.name}", f"export-{t.backend}", t.name),
                   Step(f"verify:{t.name}", f"verify-{t.backend}", t.name)]
+        if evaluating:
+            steps.append(Step(f"evaluate:{t.name}", f"evaluate-{t.backend}", t.name))
     steps.append(Step("document", "document"))
     return steps
 

@@ -45,6 +45,9 @@ def write_all(build, status: str, error: str | None, seconds: float, tools: dict
             link_tree(build.finetune_out / adapter, d / "adapter")
     if build.model is not None:
         (d / "README.md").write_text(model_card(build, status, seconds, host), encoding="utf-8")
+    evaluation = eval_json(build)
+    if evaluation is not None:
+        (d / "eval.json").write_text(json.dumps(evaluation, indent=2, default=str))
     manifest = build_manifest(build, status, error, seconds, tools, host)
     tmp = d / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
@@ -60,7 +63,7 @@ def _artifact_rows(build) -> list[dict]:
         exp = a.get("export") or {}
         rows.append({"name": name, "backend": a["backend"], "precision": a["precision"], "size": size,
                      "bpw": exp.get("bits_per_weight"), "files": sorted(files), "verification": v,
-                     "export": exp, "notes": _notes(exp)})
+                     "evaluation": a.get("evaluation") or {}, "export": exp, "notes": _notes(exp)})
     return rows
 
 
@@ -70,10 +73,168 @@ def _notes(exp: dict) -> str:
     if exp.get("engine") == "deferred":
         notes.append(f"TensorRT engine deferred ({exp.get('engine_reason')}): build it on the deployment "
                      f"machine with `{exp.get('build_command')}`")
+    if exp.get("fallbacks"):
+        used = sorted({f["used"] for f in exp["fallbacks"]})
+        notes.append(f"{len(exp['fallbacks'])} of {exp.get('tensors')} tensors stored as {'/'.join(used)}: their rows "
+                     f"are not whole {exp['quant']} blocks (llama.cpp's fallback)")
+    if isinstance(exp.get("imatrix"), dict):
+        im = exp["imatrix"]
+        notes.append(f"importance matrix from `{im['text']}` ({im['tokens']} tokens), shipped as `{im['file']}`")
     loader = exp.get("loader")
     if isinstance(loader, dict) and loader.get("third_party") is False:
         notes.append(f"verified with {loader.get('name')}, not a third-party loader (none runs on CPU)")
     return "; ".join(notes)
+
+
+def eval_json(build) -> dict | None:
+    """eval.json: the source model's figures and every artifact's, with the settings that made them."""
+    from llmbuild.engine import _plain
+
+    arts = {n: a["evaluation"] for n, a in build.artifacts.items() if a.get("evaluation")}
+    if build.eval_source is None and not arts:
+        return None
+    e = build.bc.eval
+    settings = {k: _plain(getattr(e, k)) for k in ("text", "heldout_text", "window", "max_windows", "tasks", "golden",
+                                                    "golden_prompt", "golden_max_new_tokens", "speed",
+                                                    "speed_prompt_tokens", "speed_new_tokens", "speed_repeats", "threads")}
+    source = {k: v for k, v in (build.eval_source or {}).items()
+              if k not in ("outputs_digest", "kind", "key", "created", "out_files")}
+    return {"schema_version": 1, "settings": settings, "source": source,
+            "artifacts": {n: {"backend": build.artifacts[n]["backend"], "precision": build.artifacts[n]["precision"],
+                              "size": sum(f["size"] for f in build.artifacts[n].get("files", {}).values()),
+                              "bits_per_weight": (build.artifacts[n].get("export") or {}).get("bits_per_weight"),
+                              **ev} for n, ev in arts.items()}}
+
+
+def _eval_results(name: str, ev: dict, EvalResult) -> list:
+    """model-index entries for one artifact's evaluation."""
+    out = []
+
+    def add(dataset_type, dataset_name, metric, value, label):
+        out.append(EvalResult(task_type="text-generation", dataset_type=dataset_type, dataset_name=dataset_name,
+                              dataset_config=name, metric_type=metric, metric_value=round(float(value), 6),
+                              metric_name=f"{name} {label}"))
+
+    if p := ev.get("parity"):
+        ds = f"parity text {p['text']} vs source model"
+        add("llmbuild-parity-text", ds, "kl_divergence", p["kld_mean"], "text mean KL divergence")
+        add("llmbuild-parity-text", ds, "kl_divergence_p99", p["kld_p99"], "text p99 KL divergence")
+        add("llmbuild-parity-text", ds, "top1_agreement", p["top1"], "text top-1 agreement")
+        add("llmbuild-parity-text", ds, "perplexity_ratio", p["ppl_ratio"], "text perplexity ratio")
+    if p := ev.get("perplexity"):
+        add("llmbuild-heldout-text", f"held-out text {p['text']}", "perplexity", p["ppl"], "held-out perplexity")
+    for task, t in (ev.get("tasks") or {}).items():
+        ds = f"{task} ({t['format']} format)"
+        add(task, ds, "acc", t["acc"], f"{task} acc")
+        add(task, ds, "acc_norm", t["acc_norm"], f"{task} acc_norm")
+    if (g := ev.get("golden")) and "exact_match" in g:
+        for metric in ("exact_match", "token_f1", "contains"):
+            add("llmbuild-golden", "golden set", metric, g[metric], f"golden {metric.replace('_', ' ')}")
+    return out
+
+
+def _delta(value, base, fmt: str = "{:.3f}", rel: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    if base is None:
+        return text
+    if rel:
+        return f"{text} ({(value / base - 1) * 100:+.2f}%)" if base else text
+    return f"{text} ({value - base:+.3f})"
+
+
+def _evaluation_section(build, rows) -> list[str]:
+    """The card's table: each artifact's figures through its runtime, with the change against the source."""
+    src = build.eval_source
+    evaluated = [r for r in rows if r["evaluation"]]
+    if src is None or not evaluated:
+        return []
+    tasks = list((src.get("tasks") or {}))
+    heads = ["model", "runtime", "size", "bits/weight"]
+    if "parity" in src:
+        heads += ["mean KLD", "p99 KLD", "top-1", "PPL ratio"]
+    if "perplexity" in src:
+        heads.append("held-out PPL")
+    heads += [f"{t} acc / acc_norm" for t in tasks]
+    if "golden" in src:
+        heads += ["golden EM", "golden F1", "golden contains"]
+    if "speed" in src:
+        heads += ["prompt tok/s", "gen tok/s"]
+    heads.append("gates")
+    sp = src.get("speed") or {}
+    srow = ["source", f"{sp.get('runtime', 'torch ' + str(src.get('model_dtype')))}", "-", "-"]
+    if "parity" in src:
+        srow += ["0", "0", "1", "1"]
+    if "perplexity" in src:
+        srow.append(f"{src['perplexity']['ppl']:.3f}")
+    srow += [f"{src['tasks'][t]['acc']:.3f} / {src['tasks'][t]['acc_norm']:.3f}" for t in tasks]
+    if "golden" in src:
+        g = src["golden"]
+        srow += [f"{g['exact_match']:.3f}", f"{g['token_f1']:.3f}", f"{g['contains']:.3f}"]
+    if "speed" in src:
+        srow += [f"{sp['prompt_tokens_per_s']:.0f}", f"{sp['gen_tokens_per_s']:.0f}" if sp.get("gen_tokens_per_s") else "-"]
+    srow.append("")
+    lines = [
+        "",
+        "### Quality and speed against the source model",
+        "",
+        "Each artifact run by its own runtime on the same token ids as the source model "
+        f"(PyTorch, {src.get('model_dtype')}). Parity: KL divergence of the artifact's next-token distribution from "
+        f"the source's, top-1 agreement and perplexity ratio on `{(src.get('parity') or {}).get('text', '-')}`, over "
+        f"rolling windows of {src.get('window')} tokens with the second half of each scored (llama-perplexity's "
+        "`--kl-divergence` figures). Multiple choice: zero-shot `acc`/`acc_norm` scored as lm-evaluation-harness "
+        "scores them, on the files named in eval.json (the shipped ones are samples in the benchmarks' formats, "
+        "not the benchmarks). Golden set: greedy answers through the runtime's KV cache. Speed: the same "
+        f"{sp.get('prompt_tokens', '-')}-token prompt and {sp.get('new_tokens', '-')} generated tokens for every "
+        f"runtime on {sp.get('threads', '-')} threads, median of {sp.get('repeats', '-')} runs. In brackets: the "
+        "change against the source.",
+        "",
+        "| " + " | ".join(heads) + " |",
+        "|" + "---|" * len(heads),
+        "| " + " | ".join(srow) + " |",
+    ]
+    skipped = []
+    for r in evaluated:
+        ev = r["evaluation"]
+        if ev.get("status") == "skipped":
+            skipped.append(f"`{r['name']}`: not evaluated ({ev.get('reason')})")
+            continue
+        bpw = f"{r['bpw']:.2f}" if isinstance(r["bpw"], (int, float)) else "-"
+        row = [f"`{r['name']}`", f"{ev.get('runtime')} {ev.get('runtime_version', '')}".strip(), _fmt_size(r["size"]), bpw]
+        if "parity" in src:
+            p = ev.get("parity") or {}
+            row += [f"{p['kld_mean']:.3e}" if p else "-", f"{p['kld_p99']:.3e}" if p else "-",
+                    f"{p['top1']:.4f}" if p else "-", f"{p['ppl_ratio']:.4f}" if p else "-"]
+        if "perplexity" in src:
+            p = ev.get("perplexity") or {}
+            row.append(_delta(p.get("ppl"), p.get("ppl_source"), rel=True) if p else "-")
+        for t in tasks:
+            x = (ev.get("tasks") or {}).get(t)
+            row.append(f"{_delta(x['acc'], x['acc_source'])} / {_delta(x['acc_norm'], x['acc_norm_source'])}" if x else "-")
+        if "golden" in src:
+            g = ev.get("golden") or {}
+            if "exact_match" in g:
+                row += [_delta(g["exact_match"], g["exact_match_source"]), _delta(g["token_f1"], g["token_f1_source"]),
+                        _delta(g["contains"], g["contains_source"])]
+            else:
+                row += ["skipped", "", ""]
+                skipped.append(f"`{r['name']}` golden set: {g.get('reason')}")
+        if "speed" in src:
+            s = ev.get("speed") or {}
+            if s.get("prompt_tokens_per_s"):
+                row += [f"{s['prompt_tokens_per_s']:.0f} (x{s.get('prompt_tokens_vs_torch', float('nan')):.2f})",
+                        f"{s['gen_tokens_per_s']:.0f} (x{s.get('gen_tokens_vs_torch', float('nan')):.2f})"
+                        if s.get("gen_tokens_per_s") else "-"]
+            else:
+                row += ["skipped", ""]
+                skipped.append(f"`{r['name']}` speed: {s.get('reason')}")
+        row.append("; ".join(f"{g['gate']} {g['figure']} {g['limit']} {'ok' if g['passed'] else '**FAILED**'}"
+                             for g in ev.get("gates", [])))
+        lines.append("| " + " | ".join(row) + " |")
+    if skipped:
+        lines += ["", *(f"- {s}" for s in dict.fromkeys(skipped))]
+    return lines
 
 
 def build_manifest(build, status, error, seconds, tools, host) -> dict:
@@ -171,6 +332,7 @@ def model_card(build, status: str, seconds: float, host: dict) -> str:
                     dataset_name="parity probes vs source model", dataset_config=r["name"],
                     metric_type=metric, metric_value=round(float(value), 6),
                     metric_name=f"{r['name']} {label}"))
+        evals += _eval_results(r["name"], r["evaluation"], EvalResult)
     lic = licenses.card_fields(decision) if decision is not None else {}
     data = ModelCardData(
         model_name=build.model_name,
@@ -328,6 +490,7 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
                          f"{kv.get('top1', float('nan')):.4f} | {kv.get('kld_mean', float('nan')):.3e} | {gates} |")
         else:
             lines.append(f"| `{r['name']}` | - | UNVERIFIED: {v.get('reason', v.get('status'))} | | | | | | |")
+    lines += _evaluation_section(build, rows)
     lines += [
         "",
         "## Environmental Impact",

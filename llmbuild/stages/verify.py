@@ -48,17 +48,34 @@ def run(backend, artifact_dir: Path, export_record: dict, reference_file: Path, 
     return rec
 
 
-GATE_FIGURES = {"min_top1": ("top1", ">="), "max_kld": ("kld_mean", "<="), "max_abs_diff": ("max_abs_diff", "<=")}
+# gate -> (comparison, the verify figure it bounds (probe prompts, full and KV-cache runs) or None, the
+# evaluate figures it bounds; "*" stands for any task name). A recipe sets these under
+# targets.NAME.gates; the Gates dataclass (llmbuild/targets/common.py) rejects any other name.
+GATES = {
+    "min_top1": (">=", "top1", ["parity.top1"]),
+    "max_kld": ("<=", "kld_mean", ["parity.kld_mean"]),
+    "max_abs_diff": ("<=", "max_abs_diff", []),
+    "max_ppl_ratio": ("<=", None, ["parity.ppl_ratio", "perplexity.ratio"]),
+    "min_acc": (">=", None, ["tasks.*.acc"]),
+    "min_golden_em": (">=", None, ["golden.exact_match"]),
+}
+
+# max_ppl_ratio by precision for backends whose default_gates do not set it: above llama.cpp's
+# Llama-3-8B ratios at comparable bits (q8_0 1.0008, q6_K 1.0055, q4_K_M 1.029; its perplexity
+# README) with room for small models. int4_awq/int4 are weight-only 4-bit (Q4_K_M's class).
+DEFAULT_PPL_RATIO = {"fp32": 1.001, "f32": 1.001, "fp16": 1.01, "f16": 1.01, "bf16": 1.02, "fp8": 1.05,
+                     "int8": 1.05, "int4": 1.25, "int4_awq": 1.25}
 
 
 def apply_gates(record: dict, gates: dict) -> list[dict]:
-    """Each gate with its figure, limit and verdict; worst of the full and KV-cache runs."""
+    """Each gate with its figure, limit and verdict; worst of the full and KV-cache runs. Gates that
+    bound no verify figure (perplexity, accuracy, golden set) are the evaluate stage's."""
     results = []
     for gate, limit in gates.items():
-        if limit is None:
+        if limit is None or GATES[gate][1] is None:
             continue
-        figure, op = GATE_FIGURES[gate]
-        runs = [record["metrics"]] + ([record["kv_metrics"]] if "kv_metrics" in record else [])
+        op, figure, _ = GATES[gate]
+        runs = [record["metrics"]] + ([record["kv_metrics"]] if record.get("kv_metrics") else [])
         values = [m[figure] for m in runs]
         value = min(values) if op == ">=" else max(values)
         ok = value >= limit if op == ">=" else value <= limit

@@ -19,6 +19,8 @@ Optional:
     key_extra(options) -> dict               what the export depends on beyond its options (input file
                                              contents, the GPU and TensorRT version an engine is tied to)
     PATH_OPTIONS: tuple[str, ...]            options holding file paths, resolved like the recipe's own
+    generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=2, timings=None) -> list[int]
+                                             greedy decoding through the runtime's KV cache (golden sets, speed)
 """
 
 from __future__ import annotations

@@ -12,12 +12,16 @@ from typing import Callable, Optional
 
 @dataclass
 class Gates:
-    """Parity gates against the source model on the probe prompts; None takes the backend's default
-    for the artifact's precision (see each backend's DEFAULT_GATES)."""
+    """Quality gates against the source model; None takes the backend's default for the artifact's
+    precision (see each backend's DEFAULT_GATES). The figures each gate bounds are in
+    llmbuild/stages/verify.py (GATES): probe-prompt verification and the evaluate stage."""
 
     min_top1: Optional[float] = None  # share of positions where artifact and source pick the same token
     max_kld: Optional[float] = None  # mean KL(source || artifact) per position, in nats
-    max_abs_diff: Optional[float] = None  # largest absolute logit difference
+    max_abs_diff: Optional[float] = None  # largest absolute logit difference (probe prompts)
+    max_ppl_ratio: Optional[float] = None  # artifact perplexity / source perplexity (eval.text, eval.heldout_text)
+    min_acc: Optional[float] = None  # lowest multiple-choice acc of any eval.tasks entry; no default
+    min_golden_em: Optional[float] = None  # golden-set exact match (eval.golden); no default
 
 
 @dataclass

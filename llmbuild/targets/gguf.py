@@ -1,12 +1,17 @@
 """The GGUF target: one llama.cpp model file per build, written by streaming the checkpoint.
 
-What llama.cpp's `convert_hf_to_gguf.py` (plus `llama-quantize` for the 4/5-bit types) would make
-from a Llama-family checkpoint, written with gguf-py: llama.cpp's tensor names from gguf's own
-mapping tables, Q/K rows permuted for llama.cpp's rope where the architecture needs it, the same
-choice of which tensors stay F32/F16 and which are quantized, the `general.*` and hyperparameter
-keys, and the tokenizer (see gguf_vocab.py). Tensors are read, converted and quantized one at a
-time on a small thread pool and written in order, so memory holds about one tensor, not the model.
-`run_logits` runs the file in llama.cpp (llama-cpp-python) for the verify stage.
+What llama.cpp's `convert_hf_to_gguf.py` plus `llama-quantize` would make from a Llama-family
+checkpoint. Two quantizers, chosen per type (`QUANTS`, `LLAMA_CPP_QUANTS`):
+- gguf-py (numpy) writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly: llama.cpp's tensor names from
+  gguf's own mapping tables, Q/K rows permuted for llama.cpp's rope where the architecture needs it,
+  the converter's choice of which tensors stay F32/F16, the `general.*` and hyperparameter keys and the
+  tokenizer (see gguf_vocab.py). Tensors are read, converted and quantized one at a time on a small
+  thread pool and written in order, so memory holds about one tensor, not the model.
+- llama.cpp's own quantizer (`llama_model_quantize` through llama-cpp-python, the code behind
+  `llama-quantize`) makes the K-quants and i-quants, with its per-tensor type mix (Q4_K_M's Q6_K
+  layers) and, optionally, an importance matrix computed from calibration text (gguf_imatrix.py). Its
+  input is an F32 or F16 GGUF written by the path above into a temporary file in the output folder.
+`run_logits` and `generate` run the file in llama.cpp for the verify and evaluate stages.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import importlib.util
 import math
 import os
 import re
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from llmbuild.archs import architecture_of
 from llmbuild.errors import InvalidInput
@@ -28,8 +36,10 @@ from llmbuild.targets.gguf_vocab import read_vocab
 
 NAME = "gguf"
 SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
-TOOLS = ("gguf", "numpy")
+TOOLS = ("gguf", "numpy", "llama-cpp-python")
 RUNTIME_DIST = "llama-cpp-python"
+PATH_OPTIONS = ("imatrix",)
+INSTALL_HINT = "pip install 'llmbuild[llamacpp]' (or make LLAMACPP=1)"
 
 # quant -> (GGML type of the quantized weights, llama_ftype stamped as general.file_type). These are
 # the types gguf-py's numpy quantizer makes; the values are gguf.LlamaFileType's, kept here so that
@@ -44,29 +54,63 @@ QUANTS = {
     "q5_0": ("Q5_0", 8),
     "q5_1": ("Q5_1", 9),
 }
-# K-quants, i-quants and ternary types: only llama.cpp's C quantizer (llama-quantize) makes them
-LLAMA_CPP_ONLY = re.compile(r"^(q\d_k(_[sml])?|iq\d_\w+|tq\d_0|mxfp4\w*)$")
+# quant -> llama_ftype (llama.h LLAMA_FTYPE_MOSTLY_*) for the types only llama.cpp's C quantizer makes.
+# The _S/_M/_L suffix is llama.cpp's per-tensor mix: _M gives half of attn_v/ffn_down and the output
+# matrix more bits (Q6_K), which is what most published GGUFs are.
+LLAMA_CPP_QUANTS = {
+    "q2_k": 10,
+    "q3_k_s": 11,
+    "q3_k_m": 12,
+    "q3_k_l": 13,
+    "q4_k_s": 14,
+    "q4_k_m": 15,
+    "q5_k_s": 16,
+    "q5_k_m": 17,
+    "q6_k": 18,
+    "iq4_nl": 25,
+    "iq4_xs": 30,
+}
+# i-quants below 4 bits, ternary and FP4 types: llama.cpp makes them, this backend does not offer them
+# (the low i-quants refuse to run without an importance matrix and are untested here)
+OTHER_LLAMA_CPP = re.compile(r"^(iq[1-3]_\w+|q2_k_s|tq\d_0|mxfp4\w*|nvfp4)$")
+QUANTIZERS = ("auto", "gguf-py", "llama.cpp")
 # 4/5-bit files get output.weight at 8 bits: llama-quantize gives it Q6_K (Q8_0 when its rows are not
 # a multiple of 256), and gguf-py cannot make Q6_K, so Q8_0 it is.
 OUTPUT_AT_8_BITS = {"q4_0", "q4_1", "q5_0", "q5_1"}
+# an importance matrix changes nothing for these (llama.cpp ignores it for F16/BF16/Q8_0)
+IMATRIX_NO_EFFECT = {"f32", "f16", "bf16", "q8_0"}
 ROPE_KINDS = ("default", "linear", "llama3")
 
 # Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
-# mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q4_0 0.0719; formats.md) with room for small models,
-# which quantize worse; the tiny test models measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a
-# floor that catches a broken file (which agrees on ~1/vocab of positions), not a quality bar: on
-# models with near-tied logits it is noisy (tiny Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90;
-# tiny Qwen2: 1.0 at every quant). max_abs_diff catches a wrong tensor or permutation; quantized
-# files legitimately move a large logit by units (tiny models: f32 2e-4, q8_0 0.009, q4_0 0.094).
+# mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q6_K 0.00545, Q5_K_M 0.0108, Q4_K_M 0.0313, Q4_0 0.0719,
+# Q2_K 0.445; formats.md) with room for small models, which quantize worse; the tiny test models
+# measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a floor that catches a broken file (which agrees
+# on ~1/vocab of positions), not a quality bar: on models with near-tied logits it is noisy (tiny
+# Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90; tiny Qwen2: 1.0 at every quant). max_abs_diff
+# catches a wrong tensor or permutation; quantized files legitimately move a large logit by units
+# (tiny models: f32 2e-4, q8_0 0.009, q4_0 0.094). max_ppl_ratio (the evaluate stage's text set) is
+# above llama.cpp's Llama-3-8B perplexity ratios (q8_0 1.0008, q6_K 1.0055, q4_K_M 1.029, q2_K 1.574;
+# tools/perplexity/README.md) by the same kind of margin.
 DEFAULT_GATES = {
-    "f32": {"min_top1": 0.99, "max_kld": 1e-4, "max_abs_diff": 0.05},
-    "f16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5},
-    "bf16": {"min_top1": 0.95, "max_kld": 2e-3, "max_abs_diff": 1.0},
-    "q8_0": {"min_top1": 0.90, "max_kld": 0.01, "max_abs_diff": 1.5},
-    "q5_1": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0},
-    "q5_0": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0},
-    "q4_1": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0},
-    "q4_0": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0},
+    "f32": {"min_top1": 0.99, "max_kld": 1e-4, "max_abs_diff": 0.05, "max_ppl_ratio": 1.001},
+    "f16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5, "max_ppl_ratio": 1.01},
+    "bf16": {"min_top1": 0.95, "max_kld": 2e-3, "max_abs_diff": 1.0, "max_ppl_ratio": 1.02},
+    "q8_0": {"min_top1": 0.90, "max_kld": 0.01, "max_abs_diff": 1.5, "max_ppl_ratio": 1.02},
+    "q6_k": {"min_top1": 0.80, "max_kld": 0.03, "max_abs_diff": 2.5, "max_ppl_ratio": 1.05},
+    "q5_k_m": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0, "max_ppl_ratio": 1.10},
+    "q5_k_s": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0, "max_ppl_ratio": 1.10},
+    "q5_1": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0, "max_ppl_ratio": 1.10},
+    "q5_0": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0, "max_ppl_ratio": 1.10},
+    "q4_k_m": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0, "max_ppl_ratio": 1.25},
+    "q4_k_s": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0, "max_ppl_ratio": 1.25},
+    "iq4_nl": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0, "max_ppl_ratio": 1.25},
+    "iq4_xs": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0, "max_ppl_ratio": 1.25},
+    "q4_1": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0, "max_ppl_ratio": 1.25},
+    "q4_0": {"min_top1": 0.50, "max_kld": 0.15, "max_abs_diff": 5.0, "max_ppl_ratio": 1.25},
+    "q3_k_l": {"min_top1": 0.40, "max_kld": 0.40, "max_abs_diff": 8.0, "max_ppl_ratio": 1.50},
+    "q3_k_m": {"min_top1": 0.40, "max_kld": 0.40, "max_abs_diff": 8.0, "max_ppl_ratio": 1.50},
+    "q3_k_s": {"min_top1": 0.30, "max_kld": 0.60, "max_abs_diff": 10.0, "max_ppl_ratio": 2.0},
+    "q2_k": {"min_top1": 0.20, "max_kld": 1.50, "max_abs_diff": 15.0, "max_ppl_ratio": 3.0},
 }
 
 # Rows per quantization call are capped at about this many elements: gguf-py's block quantizers make
@@ -77,21 +121,55 @@ CHUNK_ELEMENTS = 1 << 22
 @dataclass
 class Options:
     backend: str = "gguf"
-    quant: str = "q8_0"  # f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1: file size vs fidelity (q8_0: ~1/4 of fp32, KLD ~1e-3)
+    quant: str = "q8_0"  # f32|f16|bf16|q8_0|q6_k|q5_k_m|q5_k_s|q5_0|q5_1|q4_k_m|q4_k_s|q4_0|q4_1|iq4_nl|iq4_xs|q3_k_l|q3_k_m|q3_k_s|q2_k: size vs fidelity (q8_0 ~1/4 of fp32, KLD ~1e-3; q4_k_m ~1/7, KLD ~0.03)
+    quantizer: str = "auto"  # auto: gguf-py for the types it makes, llama.cpp for the rest | gguf-py | llama.cpp (every type)
+    imatrix: Optional[str] = None  # calibration text -> importance matrix for llama.cpp's quantizer: better 2-5 bit files, costs a torch pass over the text
+    imatrix_chunk: int = 512  # tokens per calibration chunk (llama-imatrix's context); capped at the model's context
     threads: int = 0  # worker threads for convert+quantize; 0 = all cores. More is faster, holds more tensors at once
     gates: Gates = field(default_factory=Gates)  # parity gates; unset ones take default_gates(quant)
 
 
+def llama_cpp_quantizer_available() -> bool:
+    """llama-cpp-python with the C quantizer; its importance-matrix struct came with llama.cpp's C API
+    for it (2026), so an older build quantizes but cannot take an imatrix."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def uses_llama_cpp(options) -> bool:
+    return options.quant in LLAMA_CPP_QUANTS or options.quantizer == "llama.cpp" or bool(options.imatrix)
+
+
 def check(options, hf_config: dict, key: str) -> None:
-    """Plan-time checks: the quant, the architecture and the rope scaling are ones this backend maps."""
+    """Plan-time checks: the quant and its quantizer, the calibration file, the architecture and the
+    rope scaling are ones this backend maps."""
     quant = options.quant
-    if quant not in QUANTS:
-        if LLAMA_CPP_ONLY.match(str(quant).lower()):
-            raise InvalidInput(
-                f"{key}.quant: {quant!r} needs llama.cpp's quantizer (llama-quantize), not yet supported by "
-                f"this backend; it makes {', '.join(QUANTS)}"
-            )
-        raise InvalidInput(f"{key}.quant: unknown quant {quant!r}; known: {', '.join(QUANTS)}")
+    known = [*QUANTS, *LLAMA_CPP_QUANTS]
+    if quant not in known:
+        hint = (" (llama.cpp makes it, but this backend does not offer it)"
+                if OTHER_LLAMA_CPP.match(str(quant).lower()) else "")
+        raise InvalidInput(f"{key}.quant: unknown quant {quant!r}{hint}; known: {', '.join(known)}")
+    if options.quantizer not in QUANTIZERS:
+        raise InvalidInput(f"{key}.quantizer: unknown quantizer {options.quantizer!r}; known: {', '.join(QUANTIZERS)}")
+    if options.quantizer == "gguf-py" and (quant in LLAMA_CPP_QUANTS or options.imatrix):
+        what = f"{quant!r}" if quant in LLAMA_CPP_QUANTS else "an importance matrix"
+        raise InvalidInput(f"{key}.quantizer: gguf-py cannot make {what}; use quantizer auto or llama.cpp")
+    if uses_llama_cpp(options) and not llama_cpp_quantizer_available():
+        raise InvalidInput(f"{key}.quant: {quant} is made by llama.cpp's quantizer and llama-cpp-python is not "
+                           f"installed: {INSTALL_HINT}")
+    if options.imatrix:
+        from llmbuild.targets.gguf_imatrix import read_calibration
+
+        if quant in IMATRIX_NO_EFFECT:
+            raise InvalidInput(f"{key}.imatrix: an importance matrix has no effect on {quant}; it helps the 2-6 bit "
+                               f"types ({', '.join(q for q in known if q not in IMATRIX_NO_EFFECT)})")
+        read_calibration(options.imatrix, f"{key}.imatrix")
+        import llama_cpp
+
+        if not hasattr(llama_cpp, "llama_model_imatrix_data"):
+            raise InvalidInput(f"{key}.imatrix: this llama-cpp-python cannot pass an importance matrix to "
+                               f"llama.cpp's quantizer (it predates llama_model_imatrix_data); upgrade it: {INSTALL_HINT}")
+    if options.imatrix_chunk < 2:
+        raise InvalidInput(f"{key}.imatrix_chunk: {options.imatrix_chunk} is too small; llama-imatrix uses 512")
     if options.threads < 0:
         raise InvalidInput(f"{key}.threads: {options.threads} is negative; 0 means all cores")
     arch = architecture_of(hf_config)
@@ -118,6 +196,15 @@ def default_gates(options) -> dict:
     return dict(DEFAULT_GATES[options.quant])
 
 
+def key_extra(options) -> dict:
+    """The calibration text's content enters the export key: editing the file reruns the export."""
+    if not options.imatrix:
+        return {}
+    from llmbuild.hashing import sha256_file
+
+    return {"imatrix_sha256": sha256_file(Path(options.imatrix))}
+
+
 @dataclass
 class _Tensor:
     """One tensor of the GGUF: where it comes from and what it becomes."""
@@ -133,16 +220,66 @@ class _Tensor:
 
 def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress) -> dict:
     """Write `<name>-<quant>.gguf` into out_dir; returns the record that run_logits reads."""
+    path = Path(out_dir) / f"{_file_stem(meta.name)}-{options.quant}.gguf"
+    threads = options.threads or _cores()
+    t0 = time.monotonic()
+    if not uses_llama_cpp(options):
+        vocab, n_params = _write(ckpt, options.quant, path, meta, threads, progress)
+        quantizer = {"name": "gguf-py", "version": _version("gguf")}
+        extra = {}
+    else:
+        # llama.cpp quantizes from a float GGUF: F16 when every matrix is stored in F16 (the usual
+        # convert_hf_to_gguf --outtype f16 input), else F32, which holds F32 and BF16 weights exactly
+        base = "f16" if _all_matrices_f16(ckpt) else "f32"
+        tmp = Path(out_dir) / f".{path.stem}.{base}.gguf.part"
+        try:
+            vocab, n_params = _write(ckpt, base, tmp, meta, threads, progress)
+            extra = {"quantized_from": base}
+            imatrix = None
+            if options.imatrix:
+                from llmbuild.targets import gguf_imatrix
+
+                imatrix = gguf_imatrix.compute(ckpt.dir, options.imatrix, ckpt.arch.gguf_arch,
+                                               ckpt.config["num_hidden_layers"], options.imatrix_chunk,
+                                               "imatrix")
+                gguf_imatrix.write_gguf(imatrix, Path(out_dir) / "imatrix.gguf")
+                extra["imatrix"] = {"file": "imatrix.gguf", "text": Path(options.imatrix).name,
+                                    "tokens": imatrix.tokens, "chunks": imatrix.chunks,
+                                    "chunk_size": imatrix.chunk_size, "entries": len(imatrix.sums)}
+            extra["fallbacks"] = llama_quantize(tmp, path, options.quant, threads, imatrix)
+        finally:
+            tmp.unlink(missing_ok=True)
+        quantizer = {"name": "llama.cpp llama_model_quantize", "version": _version("llama-cpp-python")}
+    stats = file_stats(path)
+    return {
+        "file": path.name,
+        "quant": options.quant,
+        "file_type": QUANTS[options.quant][1] if options.quant in QUANTS else LLAMA_CPP_QUANTS[options.quant],
+        "gguf_arch": ckpt.arch.gguf_arch,
+        "quantizer": quantizer,
+        **extra,
+        "tensors": stats["tensors"],
+        "tensor_types": stats["tensor_types"],
+        "params": n_params,
+        "bytes": path.stat().st_size,
+        "tensor_bytes": stats["tensor_bytes"],
+        "bits_per_weight": stats["bits_per_weight"],
+        "quantize_seconds": round(time.monotonic() - t0, 3),
+        "tokenizer": {"model": vocab.model, "pre": vocab.pre, "tokens": len(vocab.tokens), "file": vocab.source.name},
+    }
+
+
+def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress):
+    """Convert the checkpoint into a GGUF of a type gguf-py makes; returns (vocab, parameter count)."""
     import gguf
     import numpy as np
 
     cfg = ckpt.config
     vocab = read_vocab(ckpt.dir, cfg["vocab_size"])  # first: a tokenizer llama.cpp cannot run fails fast
-    plan = _plan(ckpt, options.quant)
-    path = Path(out_dir) / f"{_file_stem(meta.name)}-{options.quant}.gguf"
+    plan = _plan(ckpt, quant)
     writer = gguf.GGUFWriter(path, ckpt.arch.gguf_arch)
     n_params = sum(math.prod(t.shape) for t in plan if t.src is not None)
-    _add_metadata(writer, cfg, options.quant, meta, n_params)
+    _add_metadata(writer, cfg, quant, meta, n_params)
     vocab.add_to(writer, ckpt.dir)
     for t in plan:
         # the logical shape with a float dtype: gguf takes raw_dtype as the type and the shape as is
@@ -151,23 +288,127 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     try:
-        _write_tensors(writer, ckpt, plan, options.threads or _cores(), progress)
+        _write_tensors(writer, ckpt, plan, threads, progress)
     finally:
         writer.close()
+    return vocab, n_params
+
+
+def _all_matrices_f16(ckpt) -> bool:
+    if ckpt.pickle:
+        return False
+    dtypes = {d for shape, d in ckpt.tensor_shapes().values() if len(shape) >= 2}
+    return dtypes == {"F16"}
+
+
+# llama.cpp's note when a tensor's rows are not whole blocks of the wanted type (K-quants: 256)
+_FALLBACK = re.compile(r"^warning: (\S+)\s+- ncols\s+\d+ not divisible by \d+ \(required for type\s+(\w+)\)"
+                       r".*-> falling back to\s+(\w+)")
+
+
+def llama_quantize(src: Path, dst: Path, quant: str, threads: int, imatrix=None) -> list[dict]:
+    """llama.cpp's quantizer on a float GGUF (what `llama-quantize [--imatrix F] SRC DST TYPE` does).
+
+    The importance matrix goes in as llama.h's NULL-terminated `llama_model_imatrix_data` array of
+    per-column means, and the `quantize.imatrix.*` keys llama-quantize writes are set the same way,
+    so the file says an imatrix was used. Returns the tensors llama.cpp gave another type because their
+    rows are not whole blocks of the wanted one (small models: every K-quant tensor under 256 wide).
+    """
+    import ctypes
+    import logging
+
+    import llama_cpp
+
+    ftype = LLAMA_CPP_QUANTS.get(quant, QUANTS.get(quant, (None, None))[1])
+    # llama.cpp logs every tensor at INFO; llama-cpp-python's logger prints what its level lets through
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = threads
+    params.ftype = ftype
+    keep = []  # the arrays params points into must outlive the call
+    if imatrix is not None:
+        values = imatrix.values()
+        entries = (llama_cpp.llama_model_imatrix_data * (len(values) + 1))()
+        for i, (name, v) in enumerate(sorted(values.items())):
+            keep.append(v)
+            entries[i].name = name.encode()
+            entries[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = v.size
+        params.imatrix = entries
+        kvs = (llama_cpp.llama_model_kv_override * 5)()
+        for i, (k, val) in enumerate([("quantize.imatrix.file", "imatrix.gguf"),
+                                       ("quantize.imatrix.dataset", imatrix.dataset),
+                                       ("quantize.imatrix.entries_count", len(values)),
+                                       ("quantize.imatrix.chunks_count", imatrix.chunks)]):
+            kvs[i].key = k.encode()
+            if isinstance(val, str):
+                kvs[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+                kvs[i].value.val_str = val.encode()[:127]
+            else:
+                kvs[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+                kvs[i].value.val_i64 = val
+        params.kv_overrides = kvs  # the zeroed last entry (empty key) ends the list
+        keep += [entries, kvs]
+    log = dst.with_name(f".{dst.name}.log")
+    try:
+        # llama.cpp writes its per-tensor notes straight to the C stderr: keep them out of the console
+        with _c_stderr_to(log):
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+        lines = log.read_text(errors="replace").splitlines()
+    finally:
+        log.unlink(missing_ok=True)
+    if rc != 0 or not dst.is_file():
+        dst.unlink(missing_ok=True)
+        last = next((ln for ln in reversed(lines) if ln.strip()), "")
+        raise RuntimeError(f"llama.cpp's quantizer failed on {src.name} -> {quant} (code {rc}): {last}")
+    return [{"tensor": m[1], "wanted": m[2].lower(), "used": m[3].lower()}
+            for m in map(_FALLBACK.match, lines) if m]
+
+
+@contextmanager
+def _c_stderr_to(path: Path):
+    """Send stderr to `path` for a block: file descriptor 2 (where C code writes) and sys.stderr (where
+    llama-cpp-python's log callback prints llama.cpp's messages), both appending to the file."""
+    import contextlib
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as raw, open(path, "a", encoding="utf-8", errors="replace") as text:
+            os.dup2(raw.fileno(), 2)
+            try:
+                with contextlib.redirect_stderr(text):
+                    yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def file_stats(path: Path) -> dict:
+    """What the file holds, read back with gguf-py: tensor types, tensor bytes and bits per weight
+    (tensor bytes * 8 / parameters, what llama.cpp prints as BPW)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
     types: dict[str, int] = {}
-    for t in plan:
-        types[t.qtype.name] = types.get(t.qtype.name, 0) + 1
-    return {
-        "file": path.name,
-        "quant": options.quant,
-        "file_type": QUANTS[options.quant][1],
-        "gguf_arch": ckpt.arch.gguf_arch,
-        "tensors": len(plan),
-        "tensor_types": types,
-        "params": n_params,
-        "bytes": path.stat().st_size,
-        "tokenizer": {"model": vocab.model, "pre": vocab.pre, "tokens": len(vocab.tokens), "file": vocab.source.name},
-    }
+    nbytes = elements = 0
+    for t in reader.tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        nbytes += int(t.n_bytes)
+        elements += int(t.n_elements)
+    return {"tensors": len(reader.tensors), "tensor_types": types, "tensor_bytes": nbytes,
+            "bits_per_weight": round(nbytes * 8 / elements, 4) if elements else None}
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def _plan(ckpt, quant: str) -> list[_Tensor]:
@@ -405,23 +646,31 @@ def runtime_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-# path -> (file identity, n_ctx, Llama): a verify stage calls run_logits several times per file
-_LOADED: dict[str, tuple[tuple[int, int], int, object]] = {}
+# (path, logits_all, threads) -> (file identity, n_ctx, Llama): a verify or evaluate stage calls
+# run_logits and generate many times per file
+_LOADED: dict[tuple, tuple[tuple[int, int], int, object]] = {}
 
 
-def _llama(path: Path, n_ctx: int):
+def _llama(path: Path, n_ctx: int, logits_all: bool = True, threads: int = 2):
     import llama_cpp
 
     st = path.stat()
     ident = (st.st_mtime_ns, st.st_size)
-    hit = _LOADED.get(str(path))
+    slot = (str(path), logits_all, threads)
+    hit = _LOADED.get(slot)
     if hit and hit[0] == ident and hit[1] >= n_ctx:
         return hit[2]
-    _LOADED.pop(str(path), None)
-    # verbose=False: llama-cpp-python's log callback then passes on llama.cpp's errors only
-    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                          n_threads=2, verbose=False)
-    _LOADED[str(path)] = (ident, n_ctx, llm)
+    # one file's contexts at a time: a build evaluates artifact after artifact, and every context kept
+    # would hold its buffers (and, for a big model, its share of the page cache) for the whole build
+    for other in [k for k in _LOADED if k == slot or k[0] != str(path)]:
+        _LOADED.pop(other)[2].close()
+    # verbose=False: llama-cpp-python's log callback then passes on llama.cpp's errors only.
+    # logits_all=False for generation: llama.cpp then computes the output layer for the last token
+    # only, as a serving runtime does, so timings are a runtime's and not a scorer's.
+    batch = n_ctx if logits_all else min(n_ctx, 512)
+    llm = llama_cpp.Llama(model_path=str(path), logits_all=logits_all, n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
+                          n_threads=threads, n_threads_batch=threads, verbose=False)
+    _LOADED[slot] = (ident, n_ctx, llm)
     return llm
 
 
@@ -453,4 +702,42 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
             for tok in ids[split:]:
                 llm.eval([tok])
         out.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+    return out
+
+
+def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
+             threads: int = 2, timings: dict | None = None) -> list[int]:
+    """Greedy decoding in llama.cpp with its KV cache: the prompt in one batch, then one token per step.
+
+    Stops after `eos_id` (not returned) or `max_new_tokens`. `timings`, when given, receives the
+    seconds spent on the prompt pass and on the decode steps, and how many steps ran.
+    """
+    import llama_cpp
+    import numpy as np
+
+    # whole blocks of 256 positions: short warm-up runs and the runs they warm share one context
+    n_ctx = -(-(len(prompt_ids) + max_new_tokens + 8) // 256) * 256
+    llm = _llama(Path(artifact_dir) / record["file"], n_ctx, logits_all=False, threads=threads)
+    n_vocab = llm.n_vocab()
+
+    def next_token() -> int:
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+        return int(logits.argmax())
+
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(prompt_ids)
+    tok = next_token()
+    t1 = time.perf_counter()
+    out, steps = [], 0
+    while tok != eos_id and len(out) < max_new_tokens:
+        out.append(tok)
+        if len(out) == max_new_tokens:
+            break
+        llm.eval([tok])
+        steps += 1
+        tok = next_token()
+    if timings is not None:
+        # the first new token comes out of the prompt pass; each later one costs one decode step
+        timings.update(prompt_seconds=t1 - t0, decode_seconds=time.perf_counter() - t1, decode_steps=steps)
     return out

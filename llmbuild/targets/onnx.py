@@ -45,6 +45,7 @@ from pathlib import Path
 from llmbuild.archs import architecture_of
 from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
+from llmbuild.targets import onnx_quant
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
 NAME = "onnx"
@@ -87,6 +88,9 @@ class Options:
     external_data: str = "auto"  # auto|always|never: weights beside the graph (any size) or inside it (one file,
     #                               under protobuf's 2 GB); auto: beside it above 1.5 GB
     opset: int = 23  # 23|24: 23 is the first with the fused ops and loads in more runtimes; 24 revises Attention
+    quant: str = "none"  # none|int8|int4: int8 dynamic (~1/4 of fp32) or int4 weight-only MatMulNBits; needs fp32
+    block_size: int = 32  # int4: weights per scale (16..256): smaller is more accurate and larger
+    accuracy_level: int = 4  # int4: MatMulNBits compute, 4 = int8 (fastest on CPU), 0 = fp32 (most exact)
     gates: Gates = field(default_factory=Gates)  # parity gates; unset ones take default_gates(dtype)
 
 
@@ -108,6 +112,7 @@ def check(options, hf_config: dict, key: str) -> None:
     if hf_config.get("hidden_act", "silu") not in ("silu", "swish"):
         raise InvalidInput(f"{key}: model config hidden_act {hf_config['hidden_act']!r} is not supported by the onnx "
                            "backend, whose MLP is SiLU-gated")
+    onnx_quant.check(options, key)
     if options.external_data == "never":
         nbytes = _estimate_params(hf_config) * (4 if options.dtype == "fp32" else 2)
         if nbytes > AUTO_EXTERNAL_ABOVE:
@@ -130,11 +135,11 @@ def _providers() -> list[str]:
 
 
 def precision(options) -> str:
-    return options.dtype
+    return onnx_quant.precision(options)
 
 
 def default_gates(options) -> dict:
-    return dict(DEFAULT_GATES[options.dtype])
+    return dict(onnx_quant.DEFAULT_GATES.get(options.quant) or DEFAULT_GATES[options.dtype])
 
 
 def runtime_available() -> bool:
@@ -193,7 +198,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         if (ckpt.dir / name).is_file():
             shutil.copyfile(ckpt.dir / name, out_dir / name)
             files.append(name)
-    return {
+    return onnx_quant.apply(out_dir, options, {
         "files": files,
         "format": "onnx",
         "precision": options.dtype,
@@ -205,7 +210,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "bits_per_weight": 8 * nbytes / n_params,
         "num_parameters": n_params,
         "bytes": sum((out_dir / f).stat().st_size for f in model_files),
-    }
+    })
 
 
 def _plan(ckpt, dims: _Dims, cfg: dict) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:

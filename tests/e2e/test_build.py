@@ -24,8 +24,9 @@ def test_build_outputs(first_build):
     assert proc.stdout.strip().endswith(d.name)  # the build path is printed at the end
     m = manifest(d)
     assert m["status"] == "built"
-    assert {s["stage"] for s in m["stages"]} >= {"acquire", "license", "reference", "export:onnx32",
-                                                   "verify:onnx32", "export:gguf8", "verify:gguf8"}
+    assert {s["stage"] for s in m["stages"]} >= {"acquire", "license", "reference", "evalref", "export:onnx32",
+                                                   "verify:onnx32", "evaluate:onnx32", "export:gguf8", "verify:gguf8",
+                                                   "evaluate:gguf8"}
     for name in ("onnx32", "gguf8"):
         a = next(x for x in m["artifacts"] if x["target"] == name)
         v = a["verification"]
@@ -92,7 +93,7 @@ def test_target_change_reruns_only_that_target(first_build):
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = manifest(latest(cwd))
     ran = sorted(s["stage"] for s in m["stages"] if s["status"] == "run")
-    assert ran == ["export:gguf8", "verify:gguf8"], ran
+    assert ran == ["evaluate:gguf8", "export:gguf8", "verify:gguf8"], ran
 
 
 def test_gate_too_tight_fails_with_4(first_build):
@@ -134,3 +135,45 @@ def test_multirun_builds_each_combination(first_build):
         if mf.exists() and manifest(b)["status"] == "built":
             quants.add(manifest(b)["config"]["targets"]["gguf8"]["quant"])
     assert {"q8_0", "f16"} <= quants
+
+
+def test_evaluation_in_eval_json_manifest_and_card(first_build):
+    from huggingface_hub import ModelCard
+
+    cwd, _ = first_build
+    d = latest(cwd)
+    ev = json.loads((d / "eval.json").read_text())
+    assert ev["source"]["parity"]["windows"] == 2 and ev["source"]["tasks"]["mmlu-sample"]["n"] == 4
+    assert ev["source"]["speed"]["runtime"] == "torch float32"
+    m = manifest(d)
+    for name in ("onnx32", "gguf8"):
+        a = next(x for x in m["artifacts"] if x["target"] == name)
+        e = a["evaluation"]
+        assert e == {k: v for k, v in ev["artifacts"][name].items()
+                     if k not in ("backend", "precision", "size", "bits_per_weight")}
+        assert e["status"] == "passed" and e["parity"]["tokens"] == 2 * 31
+        assert e["tasks"]["mmlu-sample"]["n"] == 4 and e["golden"]["n"] == 38
+        assert e["speed"]["gen_tokens_per_s"] > 0 and e["gates"]
+        assert a["export"]["bits_per_weight"] > 0
+    card = ModelCard.load(d / "README.md")
+    names = {r.metric_name for r in card.data.eval_results}
+    assert {"gguf8 text mean KL divergence", "gguf8 text perplexity ratio", "onnx32 mmlu-sample acc",
+            "gguf8 golden exact match"} <= names
+    assert "### Quality and speed against the source model" in card.text
+    assert "| source | torch float32 |" in card.text
+
+
+def test_eval_gate_too_tight_fails_with_4_and_reruns_nothing(first_build):
+    cwd, _ = first_build
+    before = latest(cwd)
+    # the random model answers no golden question: a floor of 0.5 on exact match fails
+    proc = run_cli(["recipe=tiny", corpus_override(), "+targets.gguf8.gates.min_golden_em=0.5"], cwd)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("llmbuild: error:")]
+    assert len(err) == 1 and "targets.gguf8.gates.min_golden_em: golden.exact_match = 0, limit 0.5" in err[0]
+    assert latest(cwd) == before
+    failed = sorted((cwd / "outputs" / "tiny").glob("*"), key=lambda p: p.stat().st_mtime)[-1]
+    m = manifest(failed)
+    assert m["status"] == "gate failed" and not [s for s in m["stages"] if s["status"] == "run"]
+    assert (failed / "eval.json").is_file()
+    assert "min_golden_em golden.exact_match 0.5 **FAILED**" in (failed / "README.md").read_text()

@@ -306,12 +306,15 @@ def test_quant_table_matches_gguf():
     for quant, (ggml_type, ftype) in G.QUANTS.items():
         assert gguf.GGMLQuantizationType[ggml_type].name == quant.upper()
         assert ftype == gguf.LlamaFileType["ALL_F32" if quant == "f32" else f"MOSTLY_{quant.upper()}"]
-        assert set(G.default_gates(G.Options(quant=quant))) == {"min_top1", "max_kld", "max_abs_diff"}
+    for quant, ftype in G.LLAMA_CPP_QUANTS.items():
+        assert ftype == gguf.LlamaFileType[f"MOSTLY_{quant.upper()}"], quant
+    for quant in [*G.QUANTS, *G.LLAMA_CPP_QUANTS]:
+        assert set(G.default_gates(G.Options(quant=quant))) == {"min_top1", "max_kld", "max_abs_diff", "max_ppl_ratio"}
 
 
 @pytest.mark.parametrize("quant, words", [
-    ("q3_x", ["targets.g.quant", "unknown", "q8_0"]),
-    ("q4_k_m", ["targets.g.quant", "llama.cpp", "not yet supported"]),
+    ("q3_x", ["targets.g.quant", "unknown", "q8_0", "q4_k_m"]),
+    ("iq2_xxs", ["targets.g.quant", "does not offer it"]),
     ("Q8_0", ["targets.g.quant", "unknown"]),
 ])
 def test_check_rejects_quants(quant, words):
@@ -319,6 +322,38 @@ def test_check_rejects_quants(quant, words):
     with pytest.raises(InvalidInput) as e:
         G.check(G.Options(quant=quant), cfg, "targets.g")
     assert all(w in str(e.value) for w in words) and "\n" not in str(e.value)
+
+
+CFG = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 64}
+
+
+def test_k_quant_without_llama_cpp_tells_how_to_install(monkeypatch):
+    monkeypatch.setattr(G, "llama_cpp_quantizer_available", lambda: False)
+    with pytest.raises(InvalidInput) as e:
+        G.check(G.Options(quant="q4_k_m"), CFG, "targets.g")
+    msg = str(e.value)
+    assert msg.startswith("targets.g.quant:") and "pip install 'llmbuild[llamacpp]'" in msg and "LLAMACPP=1" in msg
+    G.check(G.Options(quant="q4_0"), CFG, "targets.g")  # gguf-py's types need no llama.cpp
+
+
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_calibration_file_missing_or_empty(tmp_path, case):
+    pytest.importorskip("llama_cpp")
+    f = tmp_path / "calib.txt"
+    if case == "empty":
+        f.write_text(" \n\n")
+    with pytest.raises(InvalidInput, match=rf"targets\.g\.imatrix: calibration text {f} (not found|is empty)"):
+        G.check(G.Options(quant="q4_k_m", imatrix=str(f)), CFG, "targets.g")
+
+
+def test_check_rejects_quantizer_mismatches(tmp_path):
+    with pytest.raises(InvalidInput, match=r"targets\.g\.quantizer: gguf-py cannot make 'q4_k_m'"):
+        G.check(G.Options(quant="q4_k_m", quantizer="gguf-py"), CFG, "targets.g")
+    with pytest.raises(InvalidInput, match=r"targets\.g\.quantizer: unknown quantizer 'numpy'"):
+        G.check(G.Options(quantizer="numpy"), CFG, "targets.g")
+    (tmp_path / "c.txt").write_text("some text")
+    with pytest.raises(InvalidInput, match=r"targets\.g\.imatrix: an importance matrix has no effect on q8_0"):
+        G.check(G.Options(quant="q8_0", imatrix=str(tmp_path / "c.txt")), CFG, "targets.g")
 
 
 def test_check_rejects_architecture_and_rope():
@@ -348,3 +383,161 @@ def test_unmappable_tokenizer_names_the_file(tiny_models, tmp_path, case):
     with pytest.raises(InvalidInput, match="tokenizer.json" if case != "none" else "no tokenizer.model"):
         export(d, tmp_path / "out", "f16")
     assert not list((tmp_path / "out").iterdir())  # failed before writing anything
+
+
+# --- llama.cpp's quantizer: K-quants, i-quants, the importance matrix ------------------------------------
+# rows of 256: every K-quant block applies (64-wide rows would all fall back to Q5_0/Q8_0)
+KQ_SHAPE = dict(hidden_size=256, intermediate_size=512)
+
+
+@pytest.fixture(scope="module")
+def kq_model(tmp_path_factory):
+    """A tiny Llama whose matrices are whole K-quant blocks, with probes and its transformers logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    d = make_tiny(tmp_path_factory.mktemp("kq") / "m", "LlamaForCausalLM", **KQ_SHAPE)
+    rng = np.random.default_rng(1)
+    probes = [[1, *rng.integers(3, 512, n).tolist()] for n in (31, 47)]
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = [model(torch.tensor([p])).logits[0].numpy() for p in probes]
+    return d, probes, ref
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("quant", sorted(G.LLAMA_CPP_QUANTS))
+def test_llama_cpp_quants_run_within_gates(kq_model, tmp_path, quant):
+    pytest.importorskip("llama_cpp")
+    d, probes, ref = kq_model
+    rec = export(d, tmp_path, quant)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [rec["file"]]  # the float intermediate is gone
+    assert rec["quantizer"]["name"].startswith("llama.cpp") and rec["quantized_from"] == "f32"
+    kv, types = fields(tmp_path / rec["file"])
+    assert kv["general.file_type"] == G.LLAMA_CPP_QUANTS[quant]
+    assert kv["general.name"] == "acme/Tiny Model" and kv["general.license"] == "other"  # metadata survives
+    main = quant.upper() if quant.startswith("iq") else quant[:2].upper() + "_K"  # q4_k_m -> Q4_K
+    assert main in set(types.values()) and types["blk.0.attn_norm.weight"] == "F32", types
+    assert not rec["fallbacks"], rec["fallbacks"]
+    # bits per weight as llama.cpp counts it: tensor bytes * 8 / parameters, below f16's for every type
+    assert rec["bits_per_weight"] == pytest.approx(rec["tensor_bytes"] * 8 / rec["params"], rel=1e-3)
+    assert 2 < rec["bits_per_weight"] < 9
+    gates = G.default_gates(G.Options(quant=quant))
+    for m in (compare(ref, G.run_logits(tmp_path, rec, probes)),
+              compare(ref, [G.run_logits(tmp_path, rec, [p], split=len(p) // 2)[0] for p in probes])):
+        assert m["top1"] >= gates["min_top1"] and m["kld_mean"] <= gates["max_kld"], (quant, m)
+        assert m["max_abs_diff"] <= gates["max_abs_diff"], (quant, m)
+
+
+@pytest.mark.llamacpp
+def test_q4_k_m_mix_gives_sensitive_layers_more_bits(kq_model, tmp_path):
+    pytest.importorskip("llama_cpp")
+    rec = export(kq_model[0], tmp_path, "q4_k_m")
+    _, types = fields(tmp_path / rec["file"])
+    # llama.cpp's Q4_K_M: output.weight and half of attn_v/ffn_down in Q6_K, the rest Q4_K
+    assert types["output.weight"] == "Q6_K" and types["blk.0.attn_q.weight"] == "Q4_K"
+    assert "Q6_K" in {types["blk.1.attn_v.weight"], types["blk.1.ffn_down.weight"]}
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0"])
+def test_gguf_py_quants_are_byte_identical_to_llama_cpp(tiny_models, tmp_path, quant):
+    """The numpy quantizer and llama.cpp's make the same bytes for every tensor of the same type, so
+    the gguf-py path is llama.cpp's quantization, not an approximation of it."""
+    pytest.importorskip("llama_cpp")
+    import gguf
+
+    a = export(tiny_models["LlamaForCausalLM"], tmp_path / "py", quant)
+    b_dir = tmp_path / "cpp"
+    b_dir.mkdir()
+    b = G.export(open_checkpoint(tiny_models["LlamaForCausalLM"]), G.Options(quant=quant, quantizer="llama.cpp"),
+                 b_dir, META, lambda *x: None)
+    ta = {t.name: t for t in gguf.GGUFReader(tmp_path / "py" / a["file"]).tensors}
+    tb = {t.name: t for t in gguf.GGUFReader(b_dir / b["file"]).tensors}
+    assert set(ta) == set(tb)
+    compared = 0
+    for name in ta:
+        if ta[name].tensor_type == tb[name].tensor_type:
+            assert bytes(ta[name].data) == bytes(tb[name].data), name
+            compared += ta[name].tensor_type.name == quant.upper()
+    assert compared >= 14  # all but output.weight (llama.cpp: Q6_K when its rows allow, else Q8_0)
+
+
+@pytest.mark.llamacpp
+def test_imatrix_reaches_llama_cpp(kq_model, tmp_path):
+    pytest.importorskip("llama_cpp")
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmbuild.targets import gguf_imatrix
+
+    d, probes, ref = kq_model
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CORPUS.read_text()[:6000])
+    with_im = tmp_path / "im"
+    with_im.mkdir()
+    rec = G.export(open_checkpoint(d), G.Options(quant="q4_k_m", imatrix=str(calib), imatrix_chunk=64), with_im,
+                   META, lambda *x: None)
+    plain = export(d, tmp_path / "plain", "q4_k_m")
+    im = rec["imatrix"]
+    assert im["file"] == "imatrix.gguf" and im["chunk_size"] == 64 and im["tokens"] == 64 * im["chunks"] > 0
+    assert im["entries"] == 2 * 7  # every linear layer but the output, as llama-imatrix collects them
+
+    # the file says so, as llama-quantize's output does
+    kv, _ = fields(with_im / rec["file"])
+    assert kv["quantize.imatrix.entries_count"] == 14 and kv["quantize.imatrix.chunks_count"] == im["chunks"]
+    assert kv["quantize.imatrix.dataset"] == "calib.txt"
+    # the imatrix changed the quantization of the matrices it covers, not of the others
+    ta = {t.name: bytes(t.data) for t in gguf.GGUFReader(with_im / rec["file"]).tensors}
+    tb = {t.name: bytes(t.data) for t in gguf.GGUFReader(tmp_path / "plain" / plain["file"]).tensors}
+    assert ta["blk.0.attn_q.weight"] != tb["blk.0.attn_q.weight"]
+    assert ta["output.weight"] == tb["output.weight"] and ta["blk.0.attn_norm.weight"] == tb["blk.0.attn_norm.weight"]
+
+    # llama.cpp's GGUF imatrix format, and its sums are the squared inputs of the layer: for attn_q, the
+    # first layer's normalized hidden states, summed over the calibration chunks (BOS first in each)
+    r = gguf.GGUFReader(with_im / "imatrix.gguf")
+    meta = {k: f.contents() for k, f in r.fields.items()}
+    assert meta["general.type"] == "imatrix" and meta["imatrix.chunk_size"] == 64
+    assert meta["imatrix.chunk_count"] == im["chunks"] and meta["imatrix.datasets"] == ["calib.txt"]
+    t = {x.name: np.array(x.data) for x in r.tensors}
+    tok = AutoTokenizer.from_pretrained(d)
+    ids = tok(calib.read_text(), add_special_tokens=False).input_ids
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    seen = []
+    h = model.model.layers[0].input_layernorm.register_forward_hook(lambda m, a, out: seen.append(out[0]))
+    with torch.no_grad():
+        for c in range(im["chunks"]):
+            model(torch.tensor([[tok.bos_token_id, *ids[c * 64 + 1:(c + 1) * 64]]]))
+    h.remove()
+    x = torch.cat(seen).double()
+    np.testing.assert_allclose(t["blk.0.attn_q.weight.in_sum2"].ravel(), (x * x).sum(0).numpy(), rtol=1e-4)
+    assert t["blk.0.attn_q.weight.counts"].ravel().tolist() == [64 * im["chunks"]]
+    assert gguf_imatrix.Imatrix(sums={"a": np.ones(3) * 6}, counts={"a": 3}).values()["a"].tolist() == [2.0] * 3
+
+
+@pytest.mark.llamacpp
+def test_generate_uses_the_kv_cache_like_transformers(kq_model, tmp_path):
+    """Greedy tokens from llama.cpp's KV-cache loop match transformers' greedy continuation (f32)."""
+    pytest.importorskip("llama_cpp")
+    from llmbuild.evaluation.torch_runtime import TorchModel
+
+    d, probes, _ = kq_model
+    rec = export(d, tmp_path, "f32")
+    timings = {}
+    got = G.generate(tmp_path, rec, probes[0], 12, eos_id=None, timings=timings)
+    assert got == TorchModel(d).generate(probes[0], 12, None)
+    assert timings["decode_steps"] == 11 and timings["prompt_seconds"] > 0
+
+
+@pytest.mark.llamacpp
+def test_k_quant_fallbacks_are_recorded(tiny_models, tmp_path):
+    """64-wide rows are not whole 256-element K blocks: llama.cpp stores them in another type, and the
+    record (hence the card) says which."""
+    pytest.importorskip("llama_cpp")
+    rec = export(tiny_models["LlamaForCausalLM"], tmp_path, "q4_k_m")
+    _, types = fields(tmp_path / rec["file"])
+    fb = {f["tensor"]: f for f in rec["fallbacks"]}
+    assert fb["blk.0.attn_q.weight"] == {"tensor": "blk.0.attn_q.weight", "wanted": "q4_k", "used": "q5_0"}
+    assert types["blk.0.attn_q.weight"] == "Q5_0"
+    assert all(types[name] == f["used"].upper() for name, f in fb.items())

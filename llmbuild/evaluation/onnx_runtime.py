@@ -1,0 +1,113 @@
+"""Greedy generation through an ONNX graph with past key values, in onnxruntime on CPU.
+
+The graph's interface is the one the onnx target writes and optimum/onnxruntime-genai use: input_ids,
+attention_mask, position_ids (when the graph takes them; onnxruntime-genai's derive them from the mask)
+and `past_key_values.N.key/value` in; logits and `present.N.key/value` out. The prompt runs once with an empty past, then each new token runs alone with the presents fed
+back as the next past, which is what the KV cache saves. The graph returns logits for every input
+position, so the prompt pass also pays for the output layer on each prompt token (as optimum's
+exports do); only the last row is read.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+# (model path, mtime, threads) -> InferenceSession with that many intra-op threads
+_SESSIONS: dict[tuple[str, int, int], object] = {}
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    key = (str(path), path.stat().st_mtime_ns, threads)
+    if key not in _SESSIONS:
+        _SESSIONS.clear()  # one graph at a time: a build evaluates artifact after artifact
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        # no busy-waiting between ops: on shared cores spinning threads starve the others
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _SESSIONS[key] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return _SESSIONS[key]
+
+
+def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
+             threads: int = 2, timings: dict | None = None) -> list[int]:
+    """Greedy tokens after the prompt (eos not included); `timings` gets prompt/decode seconds and steps."""
+    sess = session(Path(artifact_dir) / "model.onnx", threads)
+    state = _State(sess, record)
+
+    def step(ids: list[int]) -> int:
+        return int(state.run(ids)[0, -1].argmax())
+
+    t0 = time.perf_counter()
+    tok = step(list(prompt_ids))
+    t1 = time.perf_counter()
+    out, steps = [], 0
+    while tok != eos_id and len(out) < max_new_tokens:
+        out.append(tok)
+        if len(out) == max_new_tokens:
+            break
+        tok = step([tok])
+        steps += 1
+    if timings is not None:
+        timings.update(prompt_seconds=t1 - t0, decode_seconds=time.perf_counter() - t1, decode_steps=steps)
+    return out
+
+
+class _State:
+    """One sequence's KV cache: feeds the graph what it takes and keeps its presents as the next past."""
+
+    def __init__(self, sess, record: dict):
+        import numpy as np
+
+        self.sess = sess
+        self.inputs = {i.name for i in sess.get_inputs()}
+        pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+        kv_type = np.float16 if pasts and pasts[0].type == "tensor(float16)" else np.float32
+
+        def dim(d, what):
+            # onnxruntime-genai leaves the head size symbolic ("kv_cache_dim"): the record then says it
+            if isinstance(d, int):
+                return d
+            if what not in record:
+                raise ValueError(f"the graph's past key values have a symbolic {what}; pass it in the record")
+            return record[what]
+
+        self.past = {i.name: np.zeros((1, dim(i.shape[1], "kv_heads"), 0, dim(i.shape[3], "head_dim")), kv_type)
+                     for i in pasts}
+        self.names = [o.name for o in sess.get_outputs()]
+        self.done = 0
+
+    def run(self, ids: list[int]):
+        """Logits [1, len(ids), vocab] of the next tokens, after everything run before."""
+        import numpy as np
+
+        n = len(ids)
+        feed = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, self.done + n), np.int64),
+                **self.past}
+        if "position_ids" in self.inputs:
+            feed["position_ids"] = np.arange(self.done, self.done + n, dtype=np.int64)[None]
+        outs = dict(zip(self.names, self.sess.run(self.names, feed)))
+        self.past = {f"past_key_values.{k.removeprefix('present.')}": v for k, v in outs.items()
+                     if k.startswith("present.")}
+        self.done += n
+        return outs["logits"]
+
+
+def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None,
+               threads: int = 2):
+    """Logits [seq, vocab] (float32) of each sequence, every position, for any such graph (the bench
+    scores onnxruntime-genai's with it); with `split`, the tokens after it go one at a time."""
+    import numpy as np
+
+    sess = session(Path(artifact_dir) / record.get("file", "model.onnx"), threads)
+    out = []
+    for ids in token_ids:
+        state = _State(sess, record)
+        cut = len(ids) if split is None else split
+        parts = [state.run(c)[0] for c in [ids[:cut], *([t] for t in ids[cut:])] if c]
+        out.append(np.concatenate(parts).astype(np.float32, copy=False))
+    return out

@@ -1,0 +1,53 @@
+"""Which function generates text through each backend's runtime, and the timing of one generation.
+
+A backend module may offer `generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id,
+threads=..., timings=None) -> list[int]` (greedy, through its runtime's KV cache; gguf does). ONNX
+graphs are driven here (onnx_runtime.py) through their past_key_values inputs. Backends whose runtime
+serves on a GPU (trtllm, tensorrt) have no generation on a CPU build machine: golden sets and speed
+are skipped for them with that reason recorded.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+NO_GENERATION = {
+    "trtllm": "TensorRT-LLM serves this checkpoint on an NVIDIA GPU; the CPU loader that verifies it has no "
+              "KV-cache generation path",
+    "tensorrt": "a TensorRT engine generates on the GPU it was built for; the prepared graph has no KV cache",
+}
+
+
+def generator(backend_name: str, mod):
+    """(generate function, None) or (None, the reason there is none)."""
+    fn = getattr(mod, "generate", None)
+    if fn is not None:
+        return fn, None
+    if backend_name == "onnx":
+        from llmbuild.evaluation import onnx_runtime
+
+        return onnx_runtime.generate, None
+    return None, NO_GENERATION.get(backend_name, f"the {backend_name} backend has no generation function")
+
+
+def measure_speed(run, prompt_ids: list[int], new_tokens: int, repeats: int = 3) -> dict:
+    """Prompt and generated tokens per second of `run(prompt_ids, new_tokens, timings)`, the median of
+    `repeats` runs after one short warm-up on the same prompt (first calls pay for allocation and
+    thread start-up).
+
+    Generation runs with no end-of-sequence token, so every runtime decodes the same number of steps.
+    Threads wait passively between operations in every runtime (OMP_WAIT_POLICY=PASSIVE, set by the
+    CLI, and onnxruntime without spinning), as a build on shared cores must; on very small models that
+    makes the per-token step slower than a spinning runtime's would be.
+    """
+    run(prompt_ids, 2, {})
+    prompt_rates, gen_rates = [], []
+    for _ in range(repeats):
+        t: dict = {}
+        run(prompt_ids, new_tokens, t)
+        prompt_rates.append(len(prompt_ids) / t["prompt_seconds"])
+        if t["decode_steps"]:
+            gen_rates.append(t["decode_steps"] / t["decode_seconds"])
+    return {"prompt_tokens": len(prompt_ids), "new_tokens": new_tokens, "repeats": repeats,
+            "prompt_tokens_per_s": round(statistics.median(prompt_rates), 2),
+            "gen_tokens_per_s": round(statistics.median(gen_rates), 2) if gen_rates else None}
