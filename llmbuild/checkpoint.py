@@ -85,7 +85,7 @@ class Checkpoint:
     def tensor_names(self) -> list[str]:
         return list(self.index)
 
-    def iter_tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:  # noqa: F821
         """Yield (name, tensor) one at a time, in file order."""
         if self.pickle:
             import torch

@@ -12,7 +12,7 @@ import pytest
 from llmbuild.errors import InvalidInput
 from llmbuild.hashing import StatCache
 from tests.conftest import make_tiny
-from tests.helpers import corpus_override, latest, manifest, run_cli
+from tests.helpers import latest, manifest, run_cli
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -165,7 +165,7 @@ def load_rows(path: Path, shape: Shape, key: str, cache_dir: Path | None) -> tup
     try:
         ds = datasets.load_dataset("json", data_files=str(path), split="train",
                                    cache_dir=str(cache_dir) if cache_dir else None)
-    except Exception as e:  # noqa: BLE001 - arrow type clashes between records of one file, mostly
+    except Exception as e:
         raise InvalidInput(f"{key}: {path}: datasets cannot load it ({str(e).splitlines()[0]})") from None
     if len(ds) != len(lines):
         raise InvalidInput(f"{key}: {path}: datasets read {len(ds)} records where there are {len(lines)} lines")
@@ -247,7 +247,7 @@ def _encode_all(rows: list[dict], lines: list[int], shape: Shape, tok, max_seq_l
             ex, cut = encode(rec, shape, tok, max_seq_len)
         except InvalidInput:
             raise
-        except Exception as e:  # noqa: BLE001 - template errors ("roles must alternate") name the record
+        except Exception as e:
             raise InvalidInput(f"{key}: {path}:{n}: cannot render this record: {str(e).splitlines()[0]}") from None
         src.truncated += cut
         if all(label == IGNORE for label in ex.labels):

@@ -16,5 +16,13 @@ Importing this package is cheap: YAML and license-expression load on first use.
 from llmbuild.licenses.policy import BuildFacts, Decision, evaluate
 from llmbuild.licenses.report import artifact_files, artifact_metadata, card_fields, card_section, write_reports
 
-__all__ = ["BuildFacts", "Decision", "evaluate", "write_reports", "artifact_files", "card_fields", "card_section",
-           "artifact_metadata"]
+__all__ = [
+           "BuildFacts",
+           "Decision",
+           "artifact_files",
+           "artifact_metadata",
+           "card_fields",
+           "card_section",
+           "evaluate",
+           "write_reports",
+]

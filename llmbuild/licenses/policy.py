@@ -390,7 +390,7 @@ def _outputs(ctx, alt: tuple[str, ...], outputs_of: list[tuple[str, str]]) -> li
     """Clauses of the licenses whose models' outputs trained this one (license.outputs_of)."""
     kb = kb_mod.load()
     out = []
-    for text, key in outputs_of:
+    for _text, key in outputs_of:
         if key.startswith(ids.UNKNOWN_PREFIX):
             out.append(_unknown(key))
             continue

@@ -150,7 +150,7 @@ def _evaluation_section(build, rows) -> list[str]:
     evaluated = [r for r in rows if r["evaluation"]]
     if src is None or not evaluated:
         return []
-    tasks = list((src.get("tasks") or {}))
+    tasks = list(src.get("tasks") or {})
     heads = ["model", "runtime", "size", "bits/weight"]
     if "parity" in src:
         heads += ["mean KLD", "p99 KLD", "top-1", "PPL ratio"]

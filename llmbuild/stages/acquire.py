@@ -43,7 +43,7 @@ def model_files(model_dir: Path, weight_files: list[Path]) -> list[Path]:
     out = list(weight_files)
     for p in sorted(model_dir.iterdir()):
         if p.is_file() and p.name not in names and (
-            p.suffix in _MODEL_FILE_SUFFIXES and not p.suffix == ".bin" or p.name in TOKENIZER_FILES
+            (p.suffix in _MODEL_FILE_SUFFIXES and p.suffix != ".bin") or p.name in TOKENIZER_FILES
             or p.name.upper().startswith(("LICENSE", "NOTICE", "USE_POLICY", "README"))
         ):
             out.append(p)
@@ -79,7 +79,12 @@ def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cac
     if not repo_id:
         raise InvalidInput("model.repo_id: required when model.source is hub")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 

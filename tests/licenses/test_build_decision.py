@@ -8,8 +8,16 @@ import json
 import pytest
 
 from llmbuild.errors import InvalidInput
-from llmbuild.licenses import (artifact_files, artifact_metadata, card_fields, card_section, detect, evaluate, kb,
-                               write_reports)
+from llmbuild.licenses import (
+    artifact_files,
+    artifact_metadata,
+    card_fields,
+    card_section,
+    detect,
+    evaluate,
+    kb,
+    write_reports,
+)
 from llmbuild.licenses.config import DeploymentFacts, LicenseConfig, Waiver
 
 from .helpers import build, policy, snapshot
