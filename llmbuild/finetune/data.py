@@ -302,22 +302,7 @@ def split(n: int, fraction: float | None, seed: int, index: int) -> tuple[list[i
 
 
 def read_golden(path: Path, key: str) -> list[dict]:
-    """The golden set: JSONL of {"prompt", "answer"} strings."""
-    out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InvalidInput(f"{key}: {path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("prompt", "answer")):
-                    raise InvalidInput(f"{key}: {path}:{n}: a golden record needs string fields 'prompt' and 'answer'")
-                out.append({"prompt": rec["prompt"], "answer": rec["answer"]})
-    except OSError as e:
-        raise InvalidInput(f"{key}: cannot read {path} ({e.strerror})") from None
-    if not out:
-        raise InvalidInput(f"{key}: {path} has no records (empty golden set)")
-    return out
+    """The golden set: JSONL of {"prompt", "answer"} strings, the same format the evaluation stage reads."""
+    from llmbuild.evaluation.data import read_golden as read
+
+    return read(path, key)

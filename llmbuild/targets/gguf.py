@@ -157,12 +157,12 @@ def check(options, hf_config: dict, key: str) -> None:
         raise InvalidInput(f"{key}.quant: {quant} is made by llama.cpp's quantizer and llama-cpp-python is not "
                            f"installed: {INSTALL_HINT}")
     if options.imatrix:
-        from llmbuild.targets.gguf_imatrix import read_calibration
+        from llmbuild.evaluation.data import read_text
 
         if quant in IMATRIX_NO_EFFECT:
             raise InvalidInput(f"{key}.imatrix: an importance matrix has no effect on {quant}; it helps the 2-6 bit "
                                f"types ({', '.join(q for q in known if q not in IMATRIX_NO_EFFECT)})")
-        read_calibration(options.imatrix, f"{key}.imatrix")
+        read_text(options.imatrix, f"{key}.imatrix")
         import llama_cpp
 
         if not hasattr(llama_cpp, "llama_model_imatrix_data"):

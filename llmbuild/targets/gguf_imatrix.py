@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
+from llmbuild.evaluation.data import read_text
 
 # llama-imatrix's default context: the chunk length the sums are taken over
 DEFAULT_CHUNK = 512
@@ -42,19 +43,6 @@ class Imatrix:
         return {n: (s / self.counts[n]).astype(np.float32) for n, s in self.sums.items() if self.counts[n]}
 
 
-def read_calibration(path: str | Path, key: str) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput(f"{key}: calibration text {p} not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"{key}: {p} is not UTF-8 text (byte {e.start})") from None
-    if not text.strip():
-        raise InvalidInput(f"{key}: calibration text {p} is empty")
-    return text
-
-
 def compute(model_dir: Path, text_file: str, gguf_arch: str, n_layer: int, chunk: int, key: str,
             skip_output: bool = True) -> Imatrix:
     """Sums of squared inputs per column of every linear layer, over the calibration text."""
@@ -63,7 +51,7 @@ def compute(model_dir: Path, text_file: str, gguf_arch: str, n_layer: int, chunk
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    text = read_calibration(text_file, key)
+    text = read_text(text_file, key)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     ids = tok(text, add_special_tokens=False).input_ids
     if len(ids) < MIN_TOKENS:

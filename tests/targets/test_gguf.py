@@ -342,7 +342,7 @@ def test_calibration_file_missing_or_empty(tmp_path, case):
     f = tmp_path / "calib.txt"
     if case == "empty":
         f.write_text(" \n\n")
-    with pytest.raises(InvalidInput, match=rf"targets\.g\.imatrix: calibration text {f} (not found|is empty)"):
+    with pytest.raises(InvalidInput, match=rf"targets\.g\.imatrix: {f} (not found|is empty)"):
         G.check(G.Options(quant="q4_k_m", imatrix=str(f)), CFG, "targets.g")
 
 
