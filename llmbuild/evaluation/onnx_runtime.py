@@ -10,8 +10,9 @@ exports do); only the last row is read.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+
+from llmbuild.evaluation.greedy import greedy
 
 # (model path, mtime, threads) -> InferenceSession with that many intra-op threads
 _SESSIONS: dict[tuple[str, int, int], object] = {}
@@ -42,19 +43,7 @@ def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_to
     def step(ids: list[int]) -> int:
         return int(state.run(ids)[0, -1].argmax())
 
-    t0 = time.perf_counter()
-    tok = step(list(prompt_ids))
-    t1 = time.perf_counter()
-    out, steps = [], 0
-    while tok != eos_id and len(out) < max_new_tokens:
-        out.append(tok)
-        if len(out) == max_new_tokens:
-            break
-        tok = step([tok])
-        steps += 1
-    if timings is not None:
-        timings.update(prompt_seconds=t1 - t0, decode_seconds=time.perf_counter() - t1, decode_steps=steps)
-    return out
+    return greedy(step, prompt_ids, max_new_tokens, eos_id, timings)
 
 
 class _State:

@@ -7,9 +7,10 @@ through transformers' cache), the same procedure every artifact's runtime runs, 
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from llmbuild.evaluation.greedy import greedy
 
 
 @contextmanager
@@ -46,20 +47,13 @@ class TorchModel:
                  timings: dict | None = None) -> list[int]:
         import torch
 
-        with torch.inference_mode():
-            t0 = time.perf_counter()
+        state = {"cache": None}
+
+        def step(ids: list[int]) -> int:
             # logits_to_keep=1: the output layer for the last position only, as a serving runtime does
-            out = self.model(torch.tensor([prompt_ids]), use_cache=True, logits_to_keep=1)
-            tok = int(out.logits[0, -1].argmax())
-            t1 = time.perf_counter()
-            cache, gen, steps = out.cache, [], 0
-            while tok != eos_id and len(gen) < max_new_tokens:
-                gen.append(tok)
-                if len(gen) == max_new_tokens:
-                    break
-                out = self.model(torch.tensor([[tok]]), cache=cache, use_cache=True)
-                cache, steps = out.cache, steps + 1
-                tok = int(out.logits[0, -1].argmax())
-        if timings is not None:
-            timings.update(prompt_seconds=t1 - t0, decode_seconds=time.perf_counter() - t1, decode_steps=steps)
-        return gen
+            out = self.model(torch.tensor([ids]), cache=state["cache"], use_cache=True, logits_to_keep=1)
+            state["cache"] = out.cache
+            return int(out.logits[0, -1].argmax())
+
+        with torch.inference_mode():
+            return greedy(step, prompt_ids, max_new_tokens, eos_id, timings)

@@ -715,29 +715,17 @@ def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_to
     import llama_cpp
     import numpy as np
 
+    from llmbuild.evaluation.greedy import greedy
+
     # whole blocks of 256 positions: short warm-up runs and the runs they warm share one context
     n_ctx = -(-(len(prompt_ids) + max_new_tokens + 8) // 256) * 256
     llm = _llama(Path(artifact_dir) / record["file"], n_ctx, logits_all=False, threads=threads)
     n_vocab = llm.n_vocab()
 
-    def next_token() -> int:
+    def step(ids: list[int]) -> int:
+        llm.eval(ids)
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
         return int(logits.argmax())
 
     llm.reset()
-    t0 = time.perf_counter()
-    llm.eval(prompt_ids)
-    tok = next_token()
-    t1 = time.perf_counter()
-    out, steps = [], 0
-    while tok != eos_id and len(out) < max_new_tokens:
-        out.append(tok)
-        if len(out) == max_new_tokens:
-            break
-        llm.eval([tok])
-        steps += 1
-        tok = next_token()
-    if timings is not None:
-        # the first new token comes out of the prompt pass; each later one costs one decode step
-        timings.update(prompt_seconds=t1 - t0, decode_seconds=time.perf_counter() - t1, decode_steps=steps)
-    return out
+    return greedy(step, prompt_ids, max_new_tokens, eos_id, timings)
