@@ -7,7 +7,6 @@ the reference model or any export spends time.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 from llmbuild import targets as registry
@@ -58,23 +57,13 @@ def make_plan(bc: BuildConfig) -> list[Step]:
 
 def check_targets(bc: BuildConfig, hf_config: dict) -> list[str]:
     """Model-dependent checks per target; returns warnings (e.g. a runtime that is not installed)."""
-    from llmbuild.archs import architecture_of
-
     warnings = []
-    arch = architecture_of(hf_config)
     for t in bc.targets:
         mod = registry.backend(t.backend)
-        if arch not in mod.SUPPORTED_ARCHS:
-            raise InvalidInput(f"{t.key}: backend {t.backend} does not support architecture {arch}; "
-                               f"supported: {', '.join(sorted(mod.SUPPORTED_ARCHS))}")
-        mod.check(t.options, hf_config, t.key)
+        mod.check(t.options, hf_config, t.key)  # architecture first (check_architecture), then options
         if not mod.runtime_available():
             dist = mod.RUNTIME_DIST
             hint = "pip install 'llmbuild[llamacpp]'" if dist == "llama-cpp-python" else f"pip install {dist}"
             warnings.append(f"{t.key}: {dist} is not installed, so this artifact will be built but marked "
                             f"UNVERIFIED ({hint})")
     return warnings
-
-
-def runtime_installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None

@@ -9,7 +9,8 @@ The contract a backend module fulfils (see onnx.py and gguf.py):
     SUPPORTED_ARCHS: set[str]        HF architecture names it can convert
     TOOLS: tuple[str, ...]           distributions whose versions enter the export cache key
     RUNTIME_DIST: str                distribution of the runtime that verifies its artifacts
-    check(options, hf_config, key) -> None   plan-time checks; raise InvalidInput naming key + ".opt"
+    check(options, hf_config, key) -> None   plan-time checks, starting with common.check_architecture;
+                                             raise InvalidInput naming key + ".opt"
     precision(options) -> str                e.g. "fp32", "q8_0"; picks default gates
     default_gates(options) -> dict           {"min_top1":…, "max_kld":…, "max_abs_diff":…}
     export(ckpt, options, out_dir, meta, progress) -> dict   write files in out_dir only

@@ -46,3 +46,15 @@ Progress = Callable[[int, int, str], None]
 
 def no_progress(done: int, total: int, what: str) -> None:
     return None
+
+
+def check_architecture(backend: str, supported: set[str], hf_config: dict, key: str) -> str:
+    """The model's architecture, or exit 2 naming it and what the backend supports (plan time)."""
+    from llmbuild.archs import architecture_of
+    from llmbuild.errors import InvalidInput
+
+    arch = architecture_of(hf_config)
+    if arch not in supported:
+        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the {backend} backend; "
+                           f"supported: {', '.join(sorted(supported))}")
+    return arch

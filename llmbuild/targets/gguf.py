@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from llmbuild.archs import architecture_of
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture
 from llmbuild.targets.gguf_vocab import read_vocab
 
 NAME = "gguf"
@@ -172,12 +171,7 @@ def check(options, hf_config: dict, key: str) -> None:
         raise InvalidInput(f"{key}.imatrix_chunk: {options.imatrix_chunk} is too small; llama-imatrix uses 512")
     if options.threads < 0:
         raise InvalidInput(f"{key}.threads: {options.threads} is negative; 0 means all cores")
-    arch = architecture_of(hf_config)
-    if arch not in SUPPORTED_ARCHS:
-        raise InvalidInput(
-            f"{key}: architecture {arch!r} is not supported by the gguf backend; "
-            f"supported: {', '.join(sorted(SUPPORTED_ARCHS))}"
-        )
+    check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
     if "max_position_embeddings" not in hf_config:
         raise InvalidInput(f"{key}: config.json has no max_position_embeddings, which llama.cpp requires")
     kind = _rope(hf_config)[1]

@@ -42,11 +42,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmbuild.archs import architecture_of
 from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import onnx_quant
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture
 
 NAME = "onnx"
 SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
@@ -101,10 +100,7 @@ def check(options, hf_config: dict, key: str) -> None:
         value = getattr(options, opt)
         if value not in known:
             raise InvalidInput(f"{key}.{opt}: unknown value {value!r}; known: {', '.join(map(str, known))}")
-    arch = architecture_of(hf_config)
-    if arch not in SUPPORTED_ARCHS:
-        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the onnx backend; "
-                           f"supported: {', '.join(sorted(SUPPORTED_ARCHS))}")
+    check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
     kind = _rope(hf_config)[1]
     if kind not in ROPE_KINDS:
         raise InvalidInput(f"{key}: model config rope_scaling {kind!r} is not supported by the onnx backend; "

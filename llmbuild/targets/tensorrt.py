@@ -46,9 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmbuild.archs import architecture_of
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture, no_progress
 
 NAME = "tensorrt"
 SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
@@ -148,10 +147,7 @@ def check(options, hf_config: dict, key: str) -> None:
         raise InvalidInput(f"{key}.precision: unknown precision {options.precision!r}; known: {', '.join(PRECISIONS)}")
     if options.engine not in ENGINE_MODES:
         raise InvalidInput(f"{key}.engine: unknown mode {options.engine!r}; known: {', '.join(ENGINE_MODES)}")
-    arch = architecture_of(hf_config)
-    if arch not in SUPPORTED_ARCHS:
-        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the tensorrt backend; "
-                           f"supported: {', '.join(sorted(SUPPORTED_ARCHS))}")
+    check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
     ctx = hf_config.get("max_position_embeddings")
     if options.profiles.seq.max == 0 and not ctx:
         raise InvalidInput(f"{key}.profiles.seq.max: 0 means the model's context, but config.json has no "
@@ -405,12 +401,8 @@ def widen_bf16(src: Path, dst: Path) -> Path:
         if tp.HasField("tensor_type") and tp.tensor_type.elem_type == bf16:
             tp.tensor_type.elem_type = f32
 
-    def walk(g):
-        for t in g.initializer:
-            fix_tensor(t)
-        for vi in list(g.input) + list(g.output) + list(g.value_info):
-            fix_type(vi.type)
-        for node in g.node:
+    def fix_nodes(nodes):
+        for node in nodes:
             for a in node.attribute:
                 if a.name == "to" and a.i == bf16:
                     a.i = f32
@@ -419,14 +411,16 @@ def widen_bf16(src: Path, dst: Path) -> Path:
                 if a.type == onnx.AttributeProto.GRAPH:
                     walk(a.g)
 
+    def walk(g):
+        for t in g.initializer:
+            fix_tensor(t)
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            fix_type(vi.type)
+        fix_nodes(g.node)
+
     walk(m.graph)
     for f in m.functions:
-        for node in f.node:
-            for a in node.attribute:
-                if a.name == "to" and a.i == bf16:
-                    a.i = f32
-                if a.type == onnx.AttributeProto.TENSOR:
-                    fix_tensor(a.t)
+        fix_nodes(f.node)
     onnx.save(m, str(dst), save_as_external_data=True, location=dst.name + ".data")
     for loc in {e for e in os.listdir(dst.parent)} - {dst.name, dst.name + ".data"}:
         os.remove(dst.parent / loc)  # the bf16 copy is no longer needed

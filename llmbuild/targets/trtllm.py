@@ -63,9 +63,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmbuild.archs import architecture_of
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture, no_progress
 
 NAME = "trtllm"
 SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
@@ -214,10 +213,7 @@ def check(options, hf_config: dict, key: str) -> None:
         raise InvalidInput(f"{key}.dtype: unknown dtype {options.dtype!r}; known: {', '.join(DTYPES)}")
     if options.quant not in QUANTS:
         raise InvalidInput(f"{key}.quant: unknown quant {options.quant!r}; known: {', '.join(QUANTS)}")
-    arch = architecture_of(hf_config)
-    if arch not in SUPPORTED_ARCHS:
-        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the trtllm backend; "
-                           f"supported: {', '.join(sorted(SUPPORTED_ARCHS))}")
+    arch = check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
     if options.max_batch_size < 1:
         raise InvalidInput(f"{key}.max_batch_size: must be at least 1, got {options.max_batch_size}")
     if options.max_seq_len is not None and options.max_seq_len < 1:
