@@ -2,9 +2,9 @@
 
 A backend module may offer `generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id,
 threads=..., timings=None) -> list[int]` (greedy, through its runtime's KV cache; gguf does). ONNX
-graphs are driven here (onnx_runtime.py) through their past_key_values inputs. Backends whose runtime
-serves on a GPU (trtllm, tensorrt) have no generation on a CPU build machine: golden sets and speed
-are skipped for them with that reason recorded.
+graphs are driven here (onnx_runtime.py) through their past_key_values inputs. trtllm generates through
+its verifying loader (golden sets; its speed is skipped, see trtllm.SPEED_SKIPPED); a tensorrt engine
+generates only on its GPU, so golden sets and speed are skipped for it with that reason recorded.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import statistics
 
 NO_GENERATION = {
-    "trtllm": "TensorRT-LLM serves this checkpoint on an NVIDIA GPU; the CPU loader that verifies it has no "
-              "KV-cache generation path",
     "tensorrt": "a TensorRT engine generates on the GPU it was built for; the prepared graph has no KV cache",
 }
 

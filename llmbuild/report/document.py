@@ -83,6 +83,8 @@ def _notes(exp: dict) -> str:
     loader = exp.get("loader")
     if isinstance(loader, dict) and loader.get("third_party") is False:
         notes.append(f"verified with {loader.get('name')}, not a third-party loader (none runs on CPU)")
+    elif isinstance(loader, dict) and loader.get("not_run"):
+        notes.append(f"verified with {loader.get('name')}; not run here: {loader['not_run']}")
     return "; ".join(notes)
 
 

@@ -300,8 +300,8 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
                              "examples": [{"prompt": q, "answer": a, "output": o.strip()}
                                           for q, a, o in list(zip(g["questions"], g["answers"], outs))[:5]]}
     if "speed" in ref:
-        if gen is None:
-            rec["speed"] = {"status": "skipped", "reason": reason}
+        if gen is None or getattr(backend, "SPEED_SKIPPED", None):
+            rec["speed"] = {"status": "skipped", "reason": reason or backend.SPEED_SKIPPED}
         else:
             def one(p, n, t):
                 return gen(artifact_dir, export_record, p, n, None, threads=cfg.threads, timings=t)

@@ -43,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,8 +228,9 @@ def export_onnx(model_dir: Path, options, pb: Range, ps: Range, out_dir: Path, m
     quiet = logging.getLogger("torch.onnx")  # and warns about torchvision ops an LLM never uses
     level = quiet.level
     quiet.setLevel(logging.ERROR)
-    with torch.no_grad(), contextlib.redirect_stdout(log):
-        torch.onnx.export(Logits(model), (ids, torch.ones_like(ids)), str(path), dynamo=True,
+    with torch.no_grad(), contextlib.redirect_stdout(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, nothing a user can act on
+        torch.onnx.export(Logits(model).eval(), (ids, torch.ones_like(ids)), str(path), dynamo=True,
                           input_names=list(INPUTS), output_names=["logits"],
                           dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
                           external_data=True, verbose=False)

@@ -34,19 +34,12 @@ Format sources, read for this module (the comments below cite them by file):
 
 Verification (`run_logits`), the most real loader that runs on a CPU, per format:
 - bf16/fp16: `transformers.AutoModelForCausalLM.from_pretrained` on the folder: the real loader.
-- FP8 per-tensor: transformers 5.24 has no quantizer for `quant_method: modelopt` (its
-  AUTO_QUANTIZER_MAPPING lists fp8/compressed-tensors/... but not modelopt, and its "fp8" quantizer
-  reads DeepSeek-style `weight_scale_inv` block scales), and TensorRT-LLM and vLLM need CUDA. So
-  ModelOpt's own code (PyPI `nvidia-modelopt`, which runs on CPU) dequantizes: weights with
-  `modelopt.torch.export.quant_utils.from_quantized_weight(..., "fp8", ...)`, activations fake-
-  quantized with the static `input_scale` by `modelopt.torch.quantization.tensor_quant.scaled_e4m3`.
-  Where nvidia-modelopt is not installed, the reader below does the same and the record says so.
-- FP8 per-channel and INT4-AWQ: no third-party code can read them on a CPU (ModelOpt's
-  `from_quantized_weight` raises NotImplementedError for both; vLLM's modelopt loader does not
-  accept W4A16_AWQ at all; TensorRT-LLM is CUDA-only). They are dequantized by the small reader in
-  this module, which follows vLLM's `ModelOptFp8PcPtLinearMethod` and TensorRT-LLM's
-  `W4A16_AWQ_LinearMethod` semantics line by line. The export record says so under "loader" with
-  `third_party: false`; bench/gpu_check.sh runs the real kernels when a GPU is lent.
+- FP8, FP8 per-channel and INT4-AWQ: transformers 5.x has no quantizer for `quant_method: modelopt`
+  (its "fp8" quantizer reads DeepSeek-style `weight_scale_inv` block scales), and TensorRT-LLM and
+  vLLM need CUDA. So NVIDIA ModelOpt's own quantized modules compute the model, with their state
+  restored from the checkpoint (modelopt_loader.py, checked end to end against ModelOpt's own PTQ and
+  export). Where nvidia-modelopt is not installed, `_own_reader` dequantizes with the same semantics
+  (following vLLM's and TensorRT-LLM's linear methods) and the record says `third_party: false`.
 In every case the logits are computed in float32, so they measure the checkpoint, not CPU
 half-precision kernels.
 """
@@ -64,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
+from llmbuild.targets import modelopt_loader
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture, no_progress
 
 NAME = "trtllm"
@@ -368,21 +362,15 @@ def loader_for(options) -> dict:
     algo = quant_algo(options)
     if algo is None:
         return {"name": "transformers.AutoModelForCausalLM.from_pretrained", "third_party": True}
-    if algo == "FP8" and importlib.util.find_spec("modelopt") is not None:
-        return {"name": "nvidia-modelopt from_quantized_weight + scaled_e4m3 (CPU), transformers model",
-                "third_party": True}
-    why = {
-        "FP8": "nvidia-modelopt is not installed here (pip install nvidia-modelopt)",
-        "FP8_PER_CHANNEL_PER_TOKEN": "no CPU loader exists: transformers has no modelopt quantizer, ModelOpt's "
-                                     "from_quantized_weight does not take per-channel FP8, vLLM/TRT-LLM need CUDA",
-        "W4A16_AWQ": "no CPU loader exists: transformers has no modelopt quantizer, ModelOpt has no dequantizer for "
-                     "its packed INT4 export, vLLM does not load W4A16_AWQ, TensorRT-LLM needs CUDA",
-    }[algo]
+    if modelopt_loader.available():
+        return {"name": modelopt_loader.describe(), "third_party": True,
+                "not_run": "TensorRT-LLM's and vLLM's CUDA kernels (bench/gpu_check.sh, on a GPU)"}
     follows = ("vLLM modelopt.py ModelOptFp8PcPtLinearMethod" if algo == "FP8_PER_CHANNEL_PER_TOKEN" else
                "TensorRT-LLM _torch/modules/linear.py W4A16_AWQ_LinearMethod" if algo == "W4A16_AWQ" else
                "vLLM modelopt.py ModelOptFp8LinearMethod")
     return {"name": f"llmbuild's own dequantizing reader (follows {follows})", "third_party": False,
-            "warning": "NOT a third-party loader: " + why}
+            "warning": "NOT a third-party loader: nvidia-modelopt is not installed here "
+                       "(pip install 'llmbuild[modelopt]'), and TensorRT-LLM and vLLM need CUDA"}
 
 
 def _source_shapes(ckpt) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -1068,11 +1056,39 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     return out
 
 
+def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
+             threads: int = 2, timings: dict | None = None) -> list[int]:
+    """Greedy decoding through the verifying loader's model and transformers' KV cache, so golden sets
+    score the quantized checkpoint. Its speed is not a deployment figure (ModelOpt fake-quantizes in
+    float32 on a CPU; the checkpoint is served by CUDA kernels): see SPEED_SKIPPED."""
+    import torch
+
+    from llmbuild.evaluation.greedy import greedy
+    from llmbuild.evaluation.torch_runtime import torch_threads
+
+    model = _load(Path(artifact_dir), record)
+    state = {"cache": None}
+
+    def step(ids: list[int]) -> int:
+        out = model(torch.tensor([ids]), cache=state["cache"], use_cache=True, logits_to_keep=1)
+        state["cache"] = out.cache
+        return int(out.logits[0, -1].argmax())
+
+    with torch_threads(threads), torch.inference_mode():
+        return greedy(step, prompt_ids, max_new_tokens, eos_id, timings)
+
+
+# evaluate.py skips the speed figures of backends that set this, with this reason
+SPEED_SKIPPED = ("TensorRT-LLM and vLLM serve this checkpoint with CUDA kernels; the CPU loader that scores it "
+                 "fake-quantizes in float32, so its speed says nothing about serving")
+
+
 _LOADED: dict = {}
 
 
 def _load(d: Path, record: dict):
-    key = (str(d), record.get("quant_algo"), (d / "model.safetensors.index.json").stat().st_mtime_ns)
+    key = (str(d), record.get("quant_algo"), record.get("loader", {}).get("third_party"),
+           max(f.stat().st_mtime_ns for f in d.glob("*.safetensors*")))
     if _LOADED.get("key") != key:
         _LOADED.clear()
         _LOADED.update(key=key, model=_load_model(d, record))
@@ -1092,8 +1108,27 @@ def _load_model(d: Path, record: dict):
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     q = json.loads((d / "hf_quant_config.json").read_text())["quantization"]
     tensors = _read_all(d)
+    if record.get("loader", {}).get("third_party", False):
+        state = modelopt_loader.quantized_model(model, q, tensors, dequantize_int4)
+        done = {n for n in tensors if n.endswith(".weight")} - set(state)
+    else:
+        state, done = _own_reader(model, algo, q, tensors), set()
+    result = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
+    missing = {k for k in result.missing_keys if "_quantizer." not in k} - tied - done
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{d}: checkpoint does not match the model: missing {sorted(missing)[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]}")
+    if tied:
+        model.tie_weights()
+    return model
+
+
+def _own_reader(model, algo: str, q: dict, tensors: dict) -> dict:
+    """Where nvidia-modelopt is not installed: dequantize here and hook the activation quantization in,
+    following vLLM's ModelOptFp8LinearMethod / ModelOptFp8PcPtLinearMethod and TensorRT-LLM's
+    W4A16_AWQ_LinearMethod. The record says `third_party: false`."""
     linears = sorted({n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")})
-    third_party = record.get("loader", {}).get("third_party", False)
     quantized = {f"{mod}.weight" for mod in linears}  # their biases (Qwen2's q/k/v) load as they are
     state = {n: t.float() for n, t in tensors.items()
              if not n.endswith((".weight_scale", ".input_scale", ".pre_quant_scale")) and n not in quantized}
@@ -1101,49 +1136,34 @@ def _load_model(d: Path, record: dict):
         w, ws = tensors[f"{mod}.weight"], tensors[f"{mod}.weight_scale"]
         sub = model.get_submodule(mod)
         if algo == "FP8":
+            state[f"{mod}.weight"] = w.float() * ws.float()
             iscale = tensors[f"{mod}.input_scale"].float()
-            if third_party:
-                from modelopt.torch.export.model_config import QUANTIZATION_FP8
-                from modelopt.torch.export.quant_utils import from_quantized_weight
-                from modelopt.torch.quantization.tensor_quant import scaled_e4m3
-
-                state[f"{mod}.weight"] = from_quantized_weight(w, ws, QUANTIZATION_FP8, torch.float32)
-                amax = iscale * FP8_MAX
-                sub.register_forward_pre_hook(lambda m, a, amax=amax: (scaled_e4m3(a[0], amax, None, 4, 3),))
-            else:
-                state[f"{mod}.weight"] = w.float() * ws.float()
-                sub.register_forward_pre_hook(lambda m, a, s=iscale: (_fp8_static(a[0], s),))
+            sub.register_forward_pre_hook(lambda m, a, s=iscale: (_fp8_static(a[0], s),))
         elif algo == "FP8_PER_CHANNEL_PER_TOKEN":
-            # ModelOptFp8PcPtLinearMethod: weight [out, in] e4m3 * weight_scale [out]; activations
-            # quantized per token with scale amax(|x| of the token) / 448
+            # weight [out, in] e4m3 * weight_scale [out]; activations quantized per token, amax/448
             state[f"{mod}.weight"] = w.float() * ws.float()[:, None]
             sub.register_forward_pre_hook(lambda m, a: (_fp8_per_token(a[0]),))
         elif algo == "W4A16_AWQ":
-            # W4A16_AWQ_LinearMethod: input * pre_quant_scale (vanilla linears only; q/k/v and gate/up
-            # are fused and TRT-LLM never reads theirs), then the group-scaled int4 GEMM
+            # input * pre_quant_scale (vanilla linears only; q/k/v and gate/up have theirs folded into
+            # the norm), then the group-scaled int4 GEMM
             state[f"{mod}.weight"] = dequantize_int4(w, ws, q["group_size"])
             pname = f"{mod}.pre_quant_scale"
             if pname in tensors:
                 pqs = tensors[pname].float()
                 sub.register_forward_pre_hook(lambda m, a, p=pqs: (a[0] * p,))
         else:
-            raise ValueError(f"{d}: quant_algo {algo!r} is not one this reader knows")
-    result = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
-    if set(result.missing_keys) - tied or result.unexpected_keys:
-        raise ValueError(f"{d}: checkpoint does not match the model: missing {result.missing_keys[:3]}, "
-                         f"unexpected {result.unexpected_keys[:3]}")
-    if tied:
-        model.tie_weights()
-    return model
+            raise ValueError(f"quant_algo {algo!r} is not one this reader knows")
+    return state
 
 
 def _read_all(d: Path) -> dict:
     from safetensors import safe_open
 
-    index = json.loads((d / "model.safetensors.index.json").read_text())
+    index = d / "model.safetensors.index.json"
+    shards = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists()
+              else ["model.safetensors"])
     out = {}
-    for shard in sorted(set(index["weight_map"].values())):
+    for shard in shards:
         with safe_open(str(d / shard), framework="pt") as st:
             for name in st.keys():  # noqa: SIM118  (safe_open is not a dict)
                 out[name] = st.get_tensor(name)

@@ -101,7 +101,25 @@ def test_backend_without_generation_skips_golden_and_speed(setup):
 
     out = setup.root / "onnx32"
     fake = SimpleNamespace(run_logits=onnx.run_logits, RUNTIME_DIST="transformers")  # scores, cannot generate
-    rec = run(setup, fake, "trtllm", out, {"execution_provider": "cpu"})
+    rec = run(setup, fake, "tensorrt", out, {"execution_provider": "cpu"})
     assert rec["parity"]["top1"] == 1.0 and rec["tasks"]["mmlu"]["n"] == 4
     for part in ("golden", "speed"):
         assert rec[part]["status"] == "skipped" and "GPU" in rec[part]["reason"]
+
+
+def test_trtllm_answers_golden_through_its_loader_and_skips_speed(setup):
+    """A trtllm checkpoint generates through its verifying loader (ModelOpt's FP8 modules, KV cache);
+    its CPU speed is no serving figure and is skipped with the reason."""
+    from llmbuild.targets import trtllm
+
+    out = setup.root / "trtllm-fp8pc"
+    rec = export(trtllm, setup.model, out, quant="fp8", fp8_weight_scales="per_channel", fp8_activation_scales="dynamic")
+    ev = run(setup, trtllm, "trtllm", out, rec)
+    assert ev["golden"]["n"] == 3 and len(ev["golden"]["examples"]) == 3
+    assert ev["speed"]["status"] == "skipped" and "CUDA kernels" in ev["speed"]["reason"]
+    prompt = json.loads((setup.ref_out / "evalref.json").read_text())["golden"]["prompts"][0]
+    mine = trtllm.generate(out, rec, prompt, 8, None)
+    assert len(mine) == 8
+    # the loader's model, stepped through the KV cache, gives what its full-sequence logits give
+    full = trtllm.run_logits(out, rec, [prompt + mine[:-1]])[0]
+    assert [int(t) for t in full[len(prompt) - 1:].argmax(-1)] == mine

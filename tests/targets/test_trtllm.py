@@ -1,6 +1,6 @@
 """The trtllm backend: bf16, FP8 (per-tensor and per-channel) and INT4-AWQ checkpoints of a tiny Llama,
 checked against the ModelOpt unified-format schema and loaded by the loader the record names (transformers,
-ModelOpt's own dequantizer, or the reader that follows vLLM/TensorRT-LLM), compared with transformers on the
+ModelOpt's own quantized modules, or the fallback reader that follows vLLM/TensorRT-LLM), compared with the
 source under the backend's default gates; plus the AWQ search itself and the plan-time rejections.
 
 The model is trained for 150 steps on the shipped corpus (a few seconds): a random-weight model's next-token
@@ -115,13 +115,33 @@ def test_qwen2_biases_and_tied_embeddings(tiny_models, tmp_path, case):
     assert all(r["passed"] for r in results), results
 
 
+HAS_MODELOPT = importlib.util.find_spec("modelopt") is not None
+
+
 def test_loaders_are_named_honestly(built):
     assert built("bf16")[1]["loader"]["third_party"] is True
-    fp8 = built("fp8")[1]
-    assert fp8["loader"]["third_party"] is (importlib.util.find_spec("modelopt") is not None)
-    for case in ("fp8-pc", "awq"):
+    for case in ("fp8", "fp8-pc", "awq"):
         loader = built(case)[1]["loader"]
-        assert loader["third_party"] is False and loader["warning"].startswith("NOT a third-party loader")
+        assert loader["third_party"] is HAS_MODELOPT
+        if HAS_MODELOPT:
+            assert loader["name"].startswith("nvidia-modelopt") and "CUDA kernels" in loader["not_run"]
+        else:
+            assert loader["warning"].startswith("NOT a third-party loader")
+
+
+@pytest.mark.parametrize("case", ["fp8", "fp8-pc", "awq"])
+def test_own_reader_agrees_with_modelopt(built, trained, case, monkeypatch):
+    """Without nvidia-modelopt the fallback reader verifies; it must compute what ModelOpt computes, up
+    to float rounding (ModelOpt fake-quantizes with x * (448 / amax), vLLM's kernels with x / (amax / 448))."""
+    out, rec, _ = built(case)
+    token_ids = trained[1]
+    own = T.run_logits(out, {**rec, "loader": {"third_party": False}}, token_ids)
+    if HAS_MODELOPT:
+        mo = T.run_logits(out, rec, token_ids)
+        same = compare(mo, own)
+        assert same["top1"] == 1.0 and same["kld_mean"] < 1e-5, same
+    monkeypatch.setattr(T.modelopt_loader, "available", lambda: False)
+    assert T.loader_for(built(case)[2])["third_party"] is False
 
 
 def test_quant_configs_follow_modelopt(built):
@@ -236,3 +256,127 @@ def test_key_extra_follows_the_calibration_text(tmp_path):
     before = T.key_extra(opts)
     f.write_text("b " * 600)
     assert T.key_extra(opts) != before and T.key_extra(T.Options()) == {}
+
+
+# -- ModelOpt's own PTQ and export of the same model: the loader and the writer checked against it -------
+
+MODELOPT_CFG = {"fp8": "FP8_DEFAULT_CFG", "fp8-pc": "FP8_PER_CHANNEL_PER_TOKEN_CFG", "awq": "INT4_AWQ_CFG"}
+
+
+@pytest.fixture(scope="module")
+def modelopt_twin(trained, built, tmp_path_factory):
+    """case -> (ModelOpt's export dir, ModelOpt's fake-quantized logits on the probes): ModelOpt 0.47's
+    mtq.quantize on the same source and calibration tokens as `built(case)`, then export_hf_checkpoint.
+    The logits are taken after requantize_resmooth_fused_llm_layers (which export runs: AWQ's q/k/v and
+    gate/up scales are averaged and folded into the norm), so they are what the export holds."""
+    import copy
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("modelopt")
+    done = {}
+
+    def get(case: str):
+        if case in done:
+            return done[case]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import modelopt.torch.quantization as mtq
+            from modelopt.torch.export import export_hf_checkpoint
+            from modelopt.torch.export.unified_export_hf import requantize_resmooth_fused_llm_layers
+        src, token_ids, _ = trained
+        opts = built(case)[2]
+        cfg = copy.deepcopy(getattr(mtq, MODELOPT_CFG[case]))
+        if case == "awq":
+            for e in cfg["quant_cfg"]:
+                if e.get("quantizer_name") == "*weight_quantizer":
+                    e["cfg"]["block_sizes"] = {-1: opts.awq_group_size, "type": "static"}
+        batches = T._calibration_batches(open_checkpoint(src), opts) if T.needs_calibration(opts) else None
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+        with torch.no_grad():
+            mtq.quantize(model, cfg, (lambda m: [m(row[None]) for row in batches]) if batches is not None else None)
+            shadow = copy.deepcopy(model)
+            requantize_resmooth_fused_llm_layers(shadow)
+            fake = [shadow(torch.tensor([ids])).logits[0].float().numpy() for ids in token_ids]
+        out = root / case
+        export_hf_checkpoint(model, export_dir=str(out))
+        done[case] = out, fake
+        return done[case]
+
+    return get
+
+
+def _tensor_specs(d):
+    from safetensors import safe_open
+
+    specs = {}
+    for f in sorted(d.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():  # noqa: SIM118
+                t = st.get_slice(name)
+                specs[name] = (t.get_dtype(), tuple(t.get_shape()))
+    return specs
+
+
+@pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
+@pytest.mark.parametrize("case", list(MODELOPT_CFG))
+def test_loader_reads_modelopts_export_to_modelopts_logits(modelopt_twin, trained, built, case):
+    """The loader that verifies our checkpoints, given ModelOpt's own export, computes what ModelOpt's
+    quantized model computed before exporting it: the loader reads the format as ModelOpt means it.
+    Not bit-exact: ModelOpt's fake quantization multiplies by 448/amax where its export divides by
+    amax/448, which moves a few FP8 roundings; the gap must be far below the quantization error."""
+    out, fake = modelopt_twin(case)
+    rec = {"quant_algo": T.quant_algo(built(case)[2]), "loader": {"third_party": True}}
+    got = T.run_logits(out, rec, trained[1])
+    same, quant_error = compare(fake, got), compare(trained[2], fake)
+    assert same["top1"] == 1.0 and same["kld_mean"] < quant_error["kld_mean"] / 100, (same, quant_error)
+
+
+@pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
+@pytest.mark.parametrize("case", list(MODELOPT_CFG))
+def test_checkpoint_has_modelopts_layout(modelopt_twin, built, case):
+    """Same tensor names and shapes as ModelOpt's export of the same model, the same dtypes for every
+    quantized weight and scale (ModelOpt keeps the rest in the source's dtype), and the same quantization
+    section in hf_quant_config.json and config.json, apart from who produced them."""
+    ours, theirs = built(case)[0], modelopt_twin(case)[0]
+    a, b = _tensor_specs(ours), _tensor_specs(theirs)
+    assert {n: s for n, (_, s) in a.items()} == {n: s for n, (_, s) in b.items()}
+    # pre_quant_scale is in the model's dtype in both (ModelOpt's twin here is float32, ours bf16)
+    scaled = {n for n in a if n.endswith((".weight_scale", ".input_scale"))}
+    scaled |= {n[: -len("_scale")] for n in a if n.endswith(".weight_scale")}
+    assert scaled and {n: a[n][0] for n in scaled} == {n: b[n][0] for n in scaled}
+    legacy = [json.loads((d / "hf_quant_config.json").read_text())["quantization"] for d in (ours, theirs)]
+    assert legacy[0] == legacy[1]
+    # config.json: every key ModelOpt writes, with its value; ours adds config_groups (ModelOpt's
+    # _quant_algo_to_group_config) and AWQ's group_size where ModelOpt 0.47 writes them only for FP8
+    inline = [json.loads((d / "config.json").read_text())["quantization_config"] for d in (ours, theirs)]
+    assert {k: inline[0].get(k) for k in inline[1] if k != "producer"} == \
+        {k: v for k, v in inline[1].items() if k != "producer"}
+    assert "lm_head" in json.loads((theirs / "hf_quant_config.json").read_text())["quantization"]["exclude_modules"]
+
+
+@pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
+def test_fp8_per_channel_weights_are_modelopts_bytes(modelopt_twin, built):
+    """No calibration in this format: ModelOpt's export and ours must hold the same bytes."""
+    import torch
+
+    ours, theirs = (T._read_all(d) for d in (built("fp8-pc")[0], modelopt_twin("fp8-pc")[0]))
+    names = [n for n in ours if n.endswith(".weight_scale")]
+    assert names
+    for n in names:
+        w = n[: -len("_scale")]
+        assert torch.equal(ours[n], theirs[n]), n
+        assert torch.equal(ours[w].view(torch.uint8), theirs[w].view(torch.uint8)), w
+
+
+@pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
+@pytest.mark.parametrize("case", ["fp8", "awq"])
+def test_calibrated_checkpoint_is_as_close_to_the_source_as_modelopts(modelopt_twin, trained, built, case):
+    """Both checkpoints through the same loader against the source model: ours is no further away."""
+    _, token_ids, ref = trained
+    out, rec, _ = built(case)
+    ours = compare(ref, T.run_logits(out, rec, token_ids))
+    theirs = compare(ref, T.run_logits(modelopt_twin(case)[0], rec, token_ids))
+    assert ours["kld_mean"] <= 1.25 * theirs["kld_mean"], (ours, theirs)
