@@ -202,6 +202,15 @@ def test_shards_stream_and_index(trained, tmp_path, monkeypatch):
             assert torch.equal(st.get_tensor(name), ckpt.get_tensor(name).to(torch.bfloat16)), name
 
 
+def test_fake_quantize_is_the_pack_unpack_round_trip():
+    import torch
+
+    torch.manual_seed(0)
+    w = torch.randn(64, 256) * torch.rand(1, 256) * 3
+    w[:, :64] = 0  # an all-zero group takes scale 1, as ModelOpt's export does
+    assert torch.equal(T.fake_quantize_int4(w, 64), T.dequantize_int4(*T.quantize_int4(w, 64), 64))
+
+
 def test_awq_search_finds_salient_channels():
     """Inputs with a few large channels: AWQ picks alpha > 0 and beats round-to-nearest (alpha = 0)."""
     import torch
@@ -255,7 +264,7 @@ def test_key_extra_follows_the_calibration_text(tmp_path):
     opts = T.Options(quant="fp8", calibration_text=str(f))
     before = T.key_extra(opts)
     f.write_text("b " * 600)
-    assert T.key_extra(opts) != before and T.key_extra(T.Options()) == {}
+    assert T.key_extra(opts) != before and T.key_extra(T.Options()) == {"writer": T.WRITER_REVISION}
 
 
 # -- ModelOpt's own PTQ and export of the same model: the loader and the writer checked against it -------
