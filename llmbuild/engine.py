@@ -330,7 +330,9 @@ class Build:
 
         kv = self.bc.eval.kv_check
         ver = self.stage(f"verify:{t.name}", f"verify-{t.backend}",
-                         {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": mod.NAME},
+                         # the loader too: the same bytes read by another loader is another verification
+                         {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": mod.NAME,
+                          "loader": exp.record.get("loader")},
                          lambda out: verify.run(mod, exp.out, exp.record, ref.out / "reference.npz", kv),
                          tools=(mod.RUNTIME_DIST, "numpy"))
         if ver is None:
@@ -353,7 +355,7 @@ class Build:
         e, m = self.bc.eval, self.bc.model
         ev = self.stage(f"evaluate:{t.name}", f"evaluate-{t.backend}",
                         {"artifact": exp.digest, "evalref": eref.digest, "model": self.model.digest,
-                         "backend": mod.NAME, "threads": e.threads},
+                         "backend": mod.NAME, "threads": e.threads, "loader": exp.record.get("loader")},
                         lambda out: evaluate.run(mod, t.backend, exp.out, exp.record, eref.out, eref.record,
                                                  self.model.dir, e, m.trust_remote_code),
                         tools=(mod.RUNTIME_DIST, *evaluate.TOOLS))
