@@ -70,12 +70,6 @@ def part_fp8(work: Path) -> None:
     if cap < (8, 9):
         raise SkipPart(f"compute capability {cap[0]}.{cap[1]} has no FP8 tensor cores (needs 8.9+)")
     src = model(work, "demo", DEMO)
-    out = work / "demo-fp8"
-    if not (out / "hf_quant_config.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        trtllm.export(open_checkpoint(src), trtllm.Options(quant="fp8", calibration_text=str(CORPUS)), out,
-                      ArtifactMeta(name="demo"))
-    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
     m = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.bfloat16).to(DEVICE).eval()
     ids = AutoTokenizer.from_pretrained(str(src))(CORPUS.read_text()[:4000], return_tensors="pt").input_ids[:, :512]
     inputs: dict[str, torch.Tensor] = {}
@@ -85,20 +79,36 @@ def part_fp8(work: Path) -> None:
         m(ids.to(DEVICE))
     for h in hooks:
         h.remove()
-    errs_fp8, errs_bf16 = [], []
-    for name, x in inputs.items():
-        with safe_open(str(out / index[f"{name}.weight"]), framework="pt", device=DEVICE) as st:
-            w8, ws, xs = (st.get_tensor(f"{name}.{k}") for k in ("weight", "weight_scale", "input_scale"))
-        w = m.get_submodule(name).weight
-        ref = x.float() @ w.float().T
-        x8 = (x.float() / xs).clamp(-448, 448).to(torch.float8_e4m3fn)
-        y8 = torch._scaled_mm(x8, w8.t(), scale_a=xs.reshape(()).float(), scale_b=ws.reshape(()).float(),
-                              out_dtype=torch.bfloat16)
-        y16 = x @ w.T
-        errs_fp8.append(float((y8.float() - ref).norm() / ref.norm()))
-        errs_bf16.append(float((y16.float() - ref).norm() / ref.norm()))
-    row("fp8", "linears checked (checkpoint weights, captured activations)", str(len(errs_fp8)))
-    row("fp8", "rel. error FP8 _scaled_mm vs fp32 (mean / max)", f"{sum(errs_fp8) / len(errs_fp8):.4f} / {max(errs_fp8):.4f}")
+    # per-tensor: static input_scale, tensor-wise _scaled_mm (vLLM ModelOptFp8LinearMethod);
+    # per-channel: activations scaled per token at run time, row-wise _scaled_mm (ModelOptFp8PcPtLinearMethod)
+    for scales, extra in (("per-tensor", {}),
+                          ("per-channel", {"fp8_weight_scales": "per_channel", "fp8_activation_scales": "dynamic"})):
+        out = work / f"demo-fp8-{scales}"
+        if not (out / "hf_quant_config.json").exists():
+            out.mkdir(parents=True, exist_ok=True)
+            trtllm.export(open_checkpoint(src), trtllm.Options(quant="fp8", calibration_text=str(CORPUS), **extra),
+                          out, ArtifactMeta(name="demo"))
+        index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+        errs_fp8, errs_bf16 = [], []
+        for name, x in inputs.items():
+            with safe_open(str(out / index[f"{name}.weight"]), framework="pt", device=DEVICE) as st:
+                w8, ws = st.get_tensor(f"{name}.weight"), st.get_tensor(f"{name}.weight_scale").float()
+                xs = st.get_tensor(f"{name}.input_scale").float().reshape(()) if not extra else None
+            w = m.get_submodule(name).weight
+            ref = x.float() @ w.float().T
+            if xs is None:
+                xs = (x.float().abs().amax(dim=-1, keepdim=True) / 448).clamp(min=1e-12)  # [tokens, 1]
+                ws = ws.reshape(1, -1)  # [1, out]
+            else:
+                ws = ws.reshape(())
+            x8 = (x.float() / xs).clamp(-448, 448).to(torch.float8_e4m3fn)
+            y8 = torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16)
+            y16 = x @ w.T
+            errs_fp8.append(float((y8.float() - ref).norm() / ref.norm()))
+            errs_bf16.append(float((y16.float() - ref).norm() / ref.norm()))
+        row("fp8", f"{scales}: linears checked (checkpoint weights, captured activations)", str(len(errs_fp8)))
+        row("fp8", f"{scales}: rel. error FP8 _scaled_mm vs fp32 (mean / max)",
+            f"{sum(errs_fp8) / len(errs_fp8):.4f} / {max(errs_fp8):.4f}")
     row("fp8", "rel. error bf16 matmul vs fp32 (mean / max)", f"{sum(errs_bf16) / len(errs_bf16):.4f} / {max(errs_bf16):.4f}")
     if DEVICE != "cuda":
         return
@@ -133,7 +143,8 @@ def part_decode(work: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    cuda_or_skip()
+    if not torch.cuda.is_available():  # timings only: no CPU dry run of this part
+        raise SkipPart(f"torch {torch.__version__} sees no CUDA device; decode timings need one")
     src = model(work, "mid", MID)
     m = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.bfloat16).cuda().eval()
     row("decode", "model", f"mid, {sum(p.numel() for p in m.parameters()) / 1e6:.0f}M params, bf16, "

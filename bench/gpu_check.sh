@@ -2,7 +2,7 @@
 # The GPU checks of the trtllm and tensorrt targets (issue 6), one script, under 8 minutes on one H200:
 #   bash bench/gpu_check.sh [WORKDIR]          (default WORKDIR: outputs/gpu-check)
 # 1. the machine (nvidia-smi), 2. a Python whose torch sees the GPU, 3. `pip install tensorrt` if it is
-# missing (allowed to fail: that part is then skipped), 4. bench/gpu_check.py: FP8 GEMMs of the trtllm FP8
+# missing (allowed to fail: that part is then skipped), 4. bench/gpu_check.py: FP8 GEMMs of the trtllm FP8 (per-tensor and per-channel)
 # checkpoint (torch._scaled_mm) against bf16, prefill/decode timing of the bf16 model, the TensorRT engine.
 # Every part that cannot run says SKIP and why; figures end as a Markdown table.
 set -euo pipefail
