@@ -16,7 +16,8 @@ quantized modules run on a CPU, and a checkpoint is exactly the state they hold 
    own exporter (`get_weight_scaling_factor`, `to_quantized_weight`) must re-encode every weight and
    scale to the stored bytes, which proves the decode is the inverse of ModelOpt's encoder;
 4. the forward pass is ModelOpt's: `TensorQuantizer` fake-quantizes weights and activations (per
-   tensor, per token, per group) with those amaxes.
+   tensor, per token, per group) with those amaxes; per-token inputs are flattened to [tokens, hidden]
+   first, as the runtimes do (see per_token_inputs).
 
 tests/targets/test_trtllm_modelopt.py checks the whole path against ModelOpt end to end: ModelOpt's own
 PTQ + `export_hf_checkpoint` of a tiny Llama, loaded here, gives ModelOpt's fake-quantized logits to
@@ -113,4 +114,27 @@ def quantized_model(model, quant: dict, tensors: dict, dequantize_int4):
         encoded = to_quantized_weight(sub.weight.data, scale, fmt, None, group)
         if not (torch.equal(scale, ws) and torch.equal(encoded.view(torch.uint8), w.view(torch.uint8))):
             raise ValueError(f"{mod}: ModelOpt's exporter does not re-encode the stored weight/scale bit-exact")
+    if algo == "FP8_PER_CHANNEL_PER_TOKEN":
+        per_token_inputs(model)
     return state
+
+
+def per_token_inputs(model) -> None:
+    """Give each quantized linear its input as [tokens, hidden], and reshape the output back.
+
+    The runtimes scale FP8_PER_CHANNEL_PER_TOKEN activations per token (vLLM's Fp8LinearOp flattens
+    the input to 2-D before its row-wise GEMM). ModelOpt's dynamic quantizer with block_sizes
+    {-1: None} takes one amax per row of the leading dimension, so on the [batch, seq, hidden] input
+    a transformers model passes, it would scale per sequence (measured: one amax for the whole probe,
+    2.7% output error against per-token scaling on the test model). Flattened, it scales per token."""
+    def flatten(mod, args):
+        mod._llmbuild_shape = args[0].shape[:-1]
+        return (args[0].reshape(-1, args[0].shape[-1]), *args[1:])
+
+    def restore(mod, args, out):
+        return out.reshape(*mod._llmbuild_shape, out.shape[-1])
+
+    for mod in model.modules():
+        if hasattr(mod, "input_quantizer") and mod.input_quantizer.is_enabled:
+            mod.register_forward_pre_hook(flatten)
+            mod.register_forward_hook(restore)

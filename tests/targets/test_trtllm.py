@@ -18,6 +18,7 @@ from llmbuild.checkpoint import open_checkpoint
 from llmbuild.errors import InvalidInput
 from llmbuild.stages import reference
 from llmbuild.stages.verify import apply_gates, compare
+from llmbuild.targets import modelopt_loader
 from llmbuild.targets import trtllm as T
 from llmbuild.targets.common import ArtifactMeta
 from tests.conftest import CORPUS, make_tiny
@@ -308,6 +309,8 @@ def modelopt_twin(trained, built, tmp_path_factory):
             mtq.quantize(model, cfg, (lambda m: [m(row[None]) for row in batches]) if batches is not None else None)
             shadow = copy.deepcopy(model)
             requantize_resmooth_fused_llm_layers(shadow)
+            if case == "fp8-pc":  # per token, as the runtimes and the loader scale (see per_token_inputs)
+                modelopt_loader.per_token_inputs(shadow)
             fake = [shadow(torch.tensor([ids])).logits[0].float().numpy() for ids in token_ids]
         out = root / case
         export_hf_checkpoint(model, export_dir=str(out))
@@ -389,3 +392,34 @@ def test_calibrated_checkpoint_is_as_close_to_the_source_as_modelopts(modelopt_t
     ours = compare(ref, T.run_logits(out, rec, token_ids))
     theirs = compare(ref, T.run_logits(modelopt_twin(case)[0], rec, token_ids))
     assert ours["kld_mean"] <= 1.25 * theirs["kld_mean"], (ours, theirs)
+
+
+@pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
+@pytest.mark.parametrize("case", ["fp8", "fp8-pc"])
+def test_fp8_bytes_through_torch_scaled_mm_match_the_loader(built, trained, case):
+    """The FP8 GEMM op serving runtimes dispatch to (torch._scaled_mm: tensor-wise scales for per-tensor
+    FP8, row-wise with per-token activation scales for per-channel, as vLLM's Fp8LinearOp does), fed the
+    checkpoint's own bytes, gives what the verifying loader's ModelOpt modules give, for every linear."""
+    import torch
+
+    out, rec, _ = built(case)
+    model, tensors = T._load(out, rec), T._read_all(out)
+    inputs = {}
+    hooks = [mod.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0].reshape(-1, a[0].shape[-1])))
+             for n, mod in model.named_modules() if f"{n}.weight_scale" in tensors]
+    with torch.no_grad():
+        model(torch.tensor([trained[1][0]]))
+    for h in hooks:
+        h.remove()
+    assert len(inputs) == 2 * 7
+    for name, x in inputs.items():
+        w8, ws = tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"].float()
+        if case == "fp8":
+            xs, ws = tensors[f"{name}.input_scale"].float().reshape(()), ws.reshape(())
+        else:
+            xs, ws = (x.abs().amax(dim=-1, keepdim=True) / 448).clamp(min=1e-12), ws.reshape(1, -1)
+        x8 = (x / xs).clamp(-448, 448).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16).float()
+        with torch.no_grad():
+            ref = model.get_submodule(name)(x)
+        assert float((y - ref).norm() / ref.norm()) < 5e-3, name  # bf16 output rounding
