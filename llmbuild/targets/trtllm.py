@@ -778,8 +778,9 @@ def awq_search(x, weights, group: int, grid: int = 10):
     calibration data). grid 10 is ModelOpt awq_lite's alpha_step 0.1; llm-awq uses 20, twice the
     candidates, which gained nothing on the bench's mid model (held-out KLD 5.70e-2 with 20, 5.59e-2
     with 10: bench/trtllm_vs_modelopt.py --modes awq). Each candidate is scored, as ModelOpt's
-    awq_lite does (model_calib.py `update_loss`), by the mean squared error between the float output x @ W.T and the output of
-    the group-quantized smoothed weight on the smoothed input, (x / s) @ Q(W * s).T. Linears that
+    awq_lite does (model_calib.py `update_loss`), by the mean squared error between the float
+    output x @ W.T and the output of the group-quantized smoothed weight on the smoothed input,
+    (x / s) @ Q(W * s).T. Linears that
     share the input (q/k/v, gate/up) are searched jointly on their concatenated outputs, so one scale
     can be folded into the norm before them. Returns (scale, alpha, loss)."""
     import torch
