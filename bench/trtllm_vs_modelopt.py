@@ -37,11 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / ".work"
 CALIB = REPO / "data" / "tokenizer_corpus.txt"
 HELDOUT = REPO / "data" / "eval" / "heldout.txt"
-MODES = {
-    "fp8": ({"quant": "fp8"}, "FP8_DEFAULT_CFG"),
-    "fp8-pc": ({"quant": "fp8", "fp8_weight_scales": "per_channel", "fp8_activation_scales": "dynamic"},
-               "FP8_PER_CHANNEL_PER_TOKEN_CFG"),
-    "awq": ({"quant": "int4_awq", "awq_group_size": 128}, "INT4_AWQ_CFG"),
+MODES = {  # trtllm options; ModelOpt's side gets the matching config (modelopt_loader.modelopt_config)
+    "fp8": {"quant": "fp8"},
+    "fp8-pc": {"quant": "fp8", "fp8_weight_scales": "per_channel", "fp8_activation_scales": "dynamic"},
+    "awq": {"quant": "int4_awq", "awq_group_size": 128},
 }
 
 
@@ -71,7 +70,7 @@ def preimport() -> None:
 def options(mode: str):
     from llmbuild.targets import trtllm
 
-    return trtllm.Options(**MODES[mode][0], calibration_text=str(CALIB), calibration_tokens=512)
+    return trtllm.Options(**MODES[mode], calibration_text=str(CALIB), calibration_tokens=512)
 
 
 def child_ours(src: str, out: str, mode: str) -> dict:
@@ -102,14 +101,11 @@ def child_modelopt(src: str, out: str, mode: str) -> dict:
     from modelopt.torch.export import export_hf_checkpoint
 
     from llmbuild.checkpoint import open_checkpoint
-    from llmbuild.targets import trtllm
+    from llmbuild.targets import modelopt_loader, trtllm
 
     opts = options(mode)
     batches = trtllm._calibration_batches(open_checkpoint(Path(src)), opts) if trtllm.needs_calibration(opts) else None
-    cfg = getattr(mtq, MODES[mode][1])
-    if mode == "awq":  # INT4_AWQ_CFG's groups are 128 already; said here so the two sides visibly match
-        cfg = {**cfg, "quant_cfg": [{**e, "cfg": {**e["cfg"], "block_sizes": {-1: 128, "type": "static"}}}
-                                    if e.get("quantizer_name") == "*weight_quantizer" else e for e in cfg["quant_cfg"]]}
+    cfg = modelopt_loader.modelopt_config(trtllm.quant_algo(opts), opts.awq_group_size)
     base = reset_peak()
     t = time.monotonic()
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()

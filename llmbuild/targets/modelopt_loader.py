@@ -5,21 +5,21 @@ Neither transformers (no `modelopt` quantizer in 5.x) nor ModelOpt (`from_quanti
 per-tensor FP8 and INT8) has a loader for these folders, and TensorRT-LLM and vLLM need CUDA. But ModelOpt's
 quantized modules run on a CPU, and a checkpoint is exactly the state they hold after calibration. So:
 
-1. the transformers model is built from `config.json` and `mtq.quantize` puts ModelOpt's `QuantLinear`
+1. the transformers model is built from `config.json` with the checkpoint's weights decoded
+   (trtllm._decode: FP8 `w * scale`, INT4 unpacked), and `mtq.quantize` puts ModelOpt's `QuantLinear`
    modules in it with the ModelOpt config the checkpoint names (`FP8_DEFAULT_CFG`,
    `FP8_PER_CHANNEL_PER_TOKEN_CFG`, `INT4_AWQ_CFG` with the checkpoint's group size), uncalibrated;
 2. the quantizers get the checkpoint's state: weight `amax = weight_scale * maxbound` (ModelOpt's
    export writes `amax / maxbound`, quant_utils.get_scaling_factor), FP8 `input_scale * 448` as the
    static activation amax, AWQ `pre_quant_scale` on the input quantizer; modules without scales have
    their quantizers disabled;
-3. the weights are decoded (FP8: `w * scale`; INT4: unpacked, `trtllm.dequantize_int4`) and ModelOpt's
-   own exporter (`get_weight_scaling_factor`, `to_quantized_weight`) must re-encode every weight and
+3. ModelOpt's own exporter (`get_weight_scaling_factor`, `to_quantized_weight`) must re-encode every weight and
    scale to the stored bytes, which proves the decode is the inverse of ModelOpt's encoder;
 4. the forward pass is ModelOpt's: `TensorQuantizer` fake-quantizes weights and activations (per
    tensor, per token, per group) with those amaxes; per-token inputs are flattened to [tokens, hidden]
    first, as the runtimes do (see per_token_inputs).
 
-tests/targets/test_trtllm_modelopt.py checks the whole path against ModelOpt end to end: ModelOpt's own
+tests/targets/test_trtllm.py checks the whole path against ModelOpt end to end: ModelOpt's own
 PTQ + `export_hf_checkpoint` of a tiny Llama, loaded here, gives ModelOpt's fake-quantized logits to
 float32 rounding, for all three formats. What this does not run are TensorRT-LLM's and vLLM's CUDA
 kernels: bench/gpu_check.sh does, where a GPU is lent.
@@ -50,16 +50,35 @@ def describe() -> str:
             "ModelOpt's exporter re-encodes every weight and scale bit-exact")
 
 
-def quantized_model(model, quant: dict, tensors: dict, dequantize_int4):
-    """`model` (float32 transformers model, weights not yet loaded) as ModelOpt's quantized model holding
-    the checkpoint `tensors`; returns the state dict for the unquantized rest (norms, embeddings, biases).
-    `quant` is hf_quant_config.json's "quantization"."""
+def modelopt_config(quant_algo: str, group_size: int | None = None) -> dict:
+    """ModelOpt's own PTQ config for a checkpoint's quant_algo, with the INT4 group size (ignored by the
+    FP8 formats): what
+    `mtq.quantize` takes (the loader below drops its calibration algorithm; the tests and the bench
+    run it to make ModelOpt's own checkpoint of the same model)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ModelOpt warns that transformers 5 is untested: the checks are ours
+        import modelopt.torch.quantization as mtq
+
+    cfg = getattr(mtq, FORMATS[quant_algo][0])
+    entries = [({**e, "cfg": {**e["cfg"], "block_sizes": {-1: int(group_size), "type": "static"}}}
+                if quant_algo == "W4A16_AWQ" and group_size and e.get("quantizer_name") == "*weight_quantizer"
+                else dict(e))
+               for e in cfg["quant_cfg"]]
+    return {**cfg, "quant_cfg": entries}
+
+
+def restore(model, quant: dict, tensors: dict, linears: list[str]) -> None:
+    """Turn `model` (float32 transformers model holding the checkpoint's decoded weights) into ModelOpt's
+    quantized model holding the checkpoint's quantizer state. `quant` is hf_quant_config.json's
+    "quantization", `linears` the modules that have a weight_scale."""
     import warnings
 
     import torch
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ModelOpt warns that transformers 5 is untested: the check below is ours
+        warnings.simplefilter("ignore")
         import modelopt.torch.quantization as mtq
         from modelopt.torch.export.quant_utils import (
             get_quantization_format,
@@ -68,24 +87,13 @@ def quantized_model(model, quant: dict, tensors: dict, dequantize_int4):
         )
 
     algo = quant["quant_algo"]
-    cfg_name, fmt, maxbound = FORMATS[algo]
+    _, fmt, maxbound = FORMATS[algo]
     group = quant.get("group_size")
-    entries = []
-    for e in getattr(mtq, cfg_name)["quant_cfg"]:
-        e = dict(e)
-        if group and e.get("quantizer_name") == "*weight_quantizer":
-            e["cfg"] = {**e["cfg"], "block_sizes": {-1: int(group), "type": "static"}}
-        entries.append(e)
     # algorithm None: insert the quantizers, calibrate nothing; their state comes from the checkpoint.
     # ModelOpt prints what it inserts on stdout: kept out of the build's output
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        mtq.quantize(model, {"quant_cfg": entries, "algorithm": None}, None)
-
-    linears = sorted({n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")})
-    state = {n: t.float() for n, t in tensors.items()
-             if not n.endswith((".weight_scale", ".input_scale", ".pre_quant_scale"))
-             and n[: -len(".weight")] not in linears}
+        mtq.quantize(model, {**modelopt_config(algo, group), "algorithm": None}, None)
     for name, mod in model.named_modules():
         if hasattr(mod, "weight_quantizer") and name not in linears:
             mod.weight_quantizer.disable()  # lm_head and whatever else the checkpoint left unquantized
@@ -94,19 +102,14 @@ def quantized_model(model, quant: dict, tensors: dict, dequantize_int4):
         sub = model.get_submodule(mod)
         w, ws = tensors[f"{mod}.weight"], tensors[f"{mod}.weight_scale"].float()
         if algo == "W4A16_AWQ":
-            weight = dequantize_int4(w, ws, int(group))
             sub.weight_quantizer.amax = (ws * maxbound).reshape(-1, 1)  # one row per group, row-major
             if f"{mod}.pre_quant_scale" in tensors:
                 sub.input_quantizer.pre_quant_scale = tensors[f"{mod}.pre_quant_scale"].float()
         elif algo == "FP8":
-            weight = w.float() * ws
             sub.weight_quantizer.amax = ws * maxbound
             sub.input_quantizer.amax = tensors[f"{mod}.input_scale"].float() * maxbound
         else:  # per output channel; activations per token at run time (no state)
-            weight = w.float() * ws[:, None]
             sub.weight_quantizer.amax = (ws * maxbound)[:, None]
-        with torch.no_grad():
-            sub.weight.copy_(weight)
         got = get_quantization_format(sub)
         if got != fmt:
             raise ValueError(f"{mod}: ModelOpt reads this module as {got!r}, the checkpoint says {fmt!r}")
@@ -116,7 +119,6 @@ def quantized_model(model, quant: dict, tensors: dict, dequantize_int4):
             raise ValueError(f"{mod}: ModelOpt's exporter does not re-encode the stored weight/scale bit-exact")
     if algo == "FP8_PER_CHANNEL_PER_TOKEN":
         per_token_inputs(model)
-    return state
 
 
 def per_token_inputs(model) -> None:

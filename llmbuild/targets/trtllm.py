@@ -38,7 +38,7 @@ Verification (`run_logits`), the most real loader that runs on a CPU, per format
   (its "fp8" quantizer reads DeepSeek-style `weight_scale_inv` block scales), and TensorRT-LLM and
   vLLM need CUDA. So NVIDIA ModelOpt's own quantized modules compute the model, with their state
   restored from the checkpoint (modelopt_loader.py, checked end to end against ModelOpt's own PTQ and
-  export). Where nvidia-modelopt is not installed, `_own_reader` dequantizes with the same semantics
+  export). Where nvidia-modelopt is not installed, `_hook_activations` applies the same semantics
   (following vLLM's and TensorRT-LLM's linear methods) and the record says `third_party: false`.
 In every case the logits are computed in float32, so they measure the checkpoint, not CPU
 half-precision kernels.
@@ -1126,52 +1126,54 @@ def _load_model(d: Path, record: dict):
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     q = json.loads((d / "hf_quant_config.json").read_text())["quantization"]
     tensors = _read_all(d)
-    if record.get("loader", {}).get("third_party", False):
-        state = modelopt_loader.quantized_model(model, q, tensors, dequantize_int4)
-        done = {n for n in tensors if n.endswith(".weight")} - set(state)
-    else:
-        state, done = _own_reader(model, algo, q, tensors), set()
-    result = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
-    missing = {k for k in result.missing_keys if "_quantizer." not in k} - tied - done
-    if missing or result.unexpected_keys:
-        raise ValueError(f"{d}: checkpoint does not match the model: missing {sorted(missing)[:3]}, "
-                         f"unexpected {result.unexpected_keys[:3]}")
-    if tied:
-        model.tie_weights()
-    return model
-
-
-def _own_reader(model, algo: str, q: dict, tensors: dict) -> dict:
-    """Where nvidia-modelopt is not installed: dequantize here and hook the activation quantization in,
-    following vLLM's ModelOptFp8LinearMethod / ModelOptFp8PcPtLinearMethod and TensorRT-LLM's
-    W4A16_AWQ_LinearMethod. The record says `third_party: false`."""
     linears = sorted({n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")})
     quantized = {f"{mod}.weight" for mod in linears}  # their biases (Qwen2's q/k/v) load as they are
     state = {n: t.float() for n, t in tensors.items()
              if not n.endswith((".weight_scale", ".input_scale", ".pre_quant_scale")) and n not in quantized}
+    state.update({f"{mod}.weight": _decode(q, tensors, mod) for mod in linears})
+    result = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
+    if set(result.missing_keys) - tied or result.unexpected_keys:
+        raise ValueError(f"{d}: checkpoint does not match the model: missing {result.missing_keys[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]}")
+    if tied:
+        model.tie_weights()
+    if record.get("loader", {}).get("third_party", False):
+        modelopt_loader.restore(model, q, tensors, linears)
+    else:
+        _hook_activations(model, q["quant_algo"], tensors, linears)
+    return model
+
+
+def _decode(q: dict, tensors: dict, mod: str):
+    """A quantized linear's weight in float32, as every loader of the format reads it."""
+    w, ws = tensors[f"{mod}.weight"], tensors[f"{mod}.weight_scale"].float()
+    algo = q["quant_algo"]
+    if algo == "FP8":
+        return w.float() * ws
+    if algo == "FP8_PER_CHANNEL_PER_TOKEN":
+        return w.float() * ws[:, None]  # weight [out, in] e4m3 * weight_scale [out]
+    if algo == "W4A16_AWQ":
+        return dequantize_int4(w, ws, q["group_size"])
+    raise ValueError(f"quant_algo {algo!r} is not one this reader knows")
+
+
+def _hook_activations(model, algo: str, tensors: dict, linears: list[str]) -> None:
+    """Where nvidia-modelopt is not installed: the activation side, hooked in before each quantized
+    linear, following vLLM's ModelOptFp8LinearMethod / ModelOptFp8PcPtLinearMethod and TensorRT-LLM's
+    W4A16_AWQ_LinearMethod. The record says `third_party: false`."""
     for mod in linears:
-        w, ws = tensors[f"{mod}.weight"], tensors[f"{mod}.weight_scale"]
         sub = model.get_submodule(mod)
         if algo == "FP8":
-            state[f"{mod}.weight"] = w.float() * ws.float()
             iscale = tensors[f"{mod}.input_scale"].float()
             sub.register_forward_pre_hook(lambda m, a, s=iscale: (_fp8_static(a[0], s),))
-        elif algo == "FP8_PER_CHANNEL_PER_TOKEN":
-            # weight [out, in] e4m3 * weight_scale [out]; activations quantized per token, amax/448
-            state[f"{mod}.weight"] = w.float() * ws.float()[:, None]
+        elif algo == "FP8_PER_CHANNEL_PER_TOKEN":  # per token, amax / 448
             sub.register_forward_pre_hook(lambda m, a: (_fp8_per_token(a[0]),))
-        elif algo == "W4A16_AWQ":
-            # input * pre_quant_scale (vanilla linears only; q/k/v and gate/up have theirs folded into
-            # the norm), then the group-scaled int4 GEMM
-            state[f"{mod}.weight"] = dequantize_int4(w, ws, q["group_size"])
-            pname = f"{mod}.pre_quant_scale"
-            if pname in tensors:
-                pqs = tensors[pname].float()
-                sub.register_forward_pre_hook(lambda m, a, p=pqs: (a[0] * p,))
-        else:
-            raise ValueError(f"quant_algo {algo!r} is not one this reader knows")
-    return state
+        elif f"{mod}.pre_quant_scale" in tensors:
+            # W4A16_AWQ: input * pre_quant_scale (vanilla linears only; q/k/v and gate/up have theirs
+            # folded into the norm), then the group-scaled int4 GEMM
+            pqs = tensors[f"{mod}.pre_quant_scale"].float()
+            sub.register_forward_pre_hook(lambda m, a, p=pqs: (a[0] * p,))
 
 
 def _read_all(d: Path) -> dict:

@@ -270,7 +270,7 @@ def test_key_extra_follows_the_calibration_text(tmp_path):
 
 # -- ModelOpt's own PTQ and export of the same model: the loader and the writer checked against it -------
 
-MODELOPT_CFG = {"fp8": "FP8_DEFAULT_CFG", "fp8-pc": "FP8_PER_CHANNEL_PER_TOKEN_CFG", "awq": "INT4_AWQ_CFG"}
+QUANTIZED = ["fp8", "fp8-pc", "awq"]
 
 
 @pytest.fixture(scope="module")
@@ -298,11 +298,7 @@ def modelopt_twin(trained, built, tmp_path_factory):
             from modelopt.torch.export.unified_export_hf import requantize_resmooth_fused_llm_layers
         src, token_ids, _ = trained
         opts = built(case)[2]
-        cfg = copy.deepcopy(getattr(mtq, MODELOPT_CFG[case]))
-        if case == "awq":
-            for e in cfg["quant_cfg"]:
-                if e.get("quantizer_name") == "*weight_quantizer":
-                    e["cfg"]["block_sizes"] = {-1: opts.awq_group_size, "type": "static"}
+        cfg = modelopt_loader.modelopt_config(T.quant_algo(opts), opts.awq_group_size)
         batches = T._calibration_batches(open_checkpoint(src), opts) if T.needs_calibration(opts) else None
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
         with torch.no_grad():
@@ -333,7 +329,7 @@ def _tensor_specs(d):
 
 
 @pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
-@pytest.mark.parametrize("case", list(MODELOPT_CFG))
+@pytest.mark.parametrize("case", QUANTIZED)
 def test_loader_reads_modelopts_export_to_modelopts_logits(modelopt_twin, trained, built, case):
     """The loader that verifies our checkpoints, given ModelOpt's own export, computes what ModelOpt's
     quantized model computed before exporting it: the loader reads the format as ModelOpt means it.
@@ -347,7 +343,7 @@ def test_loader_reads_modelopts_export_to_modelopts_logits(modelopt_twin, traine
 
 
 @pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed")
-@pytest.mark.parametrize("case", list(MODELOPT_CFG))
+@pytest.mark.parametrize("case", QUANTIZED)
 def test_checkpoint_has_modelopts_layout(modelopt_twin, built, case):
     """Same tensor names and shapes as ModelOpt's export of the same model, the same dtypes for every
     quantized weight and scale (ModelOpt keeps the rest in the source's dtype), and the same quantization
