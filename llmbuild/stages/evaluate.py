@@ -251,7 +251,7 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
     def logits(seqs):
         return backend.run_logits(artifact_dir, export_record, seqs)
 
-    rec: dict = {"status": "evaluated", "runtime": backend.RUNTIME_DIST}
+    rec: dict = {"status": "evaluated", "runtime": backend.runtime.dist}
     if "parity" in ref:
         wins = ref["parity"]["windows"]
         rows, nlls, ref_rows = [], [], []
@@ -284,7 +284,7 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
             agree = sum(x["pred"] == p for x, p in zip(scored, t["source_preds"])) / len(scored)
             rec["tasks"][name] = {"format": t["format"], **_mc_summary(scored), "acc_source": s["acc"],
                                   "acc_norm_source": s["acc_norm"], "agreement_with_source": round(agree, 4)}
-    gen, reason = generator(backend_name, backend)
+    gen, reason = generator(backend)
     if "golden" in ref:
         if gen is None:
             rec["golden"] = {"status": "skipped", "reason": reason}
@@ -300,8 +300,8 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
                              "examples": [{"prompt": q, "answer": a, "output": o.strip()}
                                           for q, a, o in list(zip(g["questions"], g["answers"], outs))[:5]]}
     if "speed" in ref:
-        if gen is None or getattr(backend, "SPEED_SKIPPED", None):
-            rec["speed"] = {"status": "skipped", "reason": reason or backend.SPEED_SKIPPED}
+        if gen is None or backend.no_speed:
+            rec["speed"] = {"status": "skipped", "reason": reason or backend.no_speed}
         else:
             def one(p, n, t):
                 return gen(artifact_dir, export_record, p, n, None, threads=cfg.threads, timings=t)
