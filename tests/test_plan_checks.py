@@ -34,7 +34,8 @@ def assert_refused(cwd: Path, args: list[str], *needles: str, env: dict | None =
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {"llama": make_tiny(root / "llama"), "qwen2": make_tiny(root / "qwen2", "Qwen2ForCausalLM")}
+    return {"llama": make_tiny(root / "llama"), "qwen2": make_tiny(root / "qwen2", "Qwen2ForCausalLM"),
+            "qwen3": make_tiny(root / "qwen3", "Qwen3ForCausalLM")}
 
 
 def local(tmp_path: Path, src: Path, config_change=None) -> Path:
@@ -53,7 +54,7 @@ def test_option_error_stops_before_acquisition(tmp_path):
                               "targets.gguf8.quant=q9_9"], "targets.gguf8.quant", "q9_9")
 
 
-@pytest.mark.parametrize("model, key", [("llama", "rms_norm_eps")])
+@pytest.mark.parametrize("model, key", [("llama", "rms_norm_eps"), ("qwen3", "head_dim")])
 def test_family_key_missing(tmp_path, models, model, key):
     d = local(tmp_path, models[model], lambda c: c.pop(key))
     arch = json.loads((models[model] / "config.json").read_text())["architectures"][0]

@@ -133,9 +133,11 @@ def test_unknown_rope_kind_and_missing_family_key_are_one_line():
         archs.for_config({**cfg, "rope_scaling": {"rope_type": "nonsense", "factor": 2.0}}, "c.json")
     with pytest.raises(InvalidInput, match=r"^c\.json: rope_scaling llama3 needs low_freq_factor"):
         archs.for_config({**cfg, "rope_parameters": {"rope_type": "llama3", "factor": 8.0}}, "c.json")
-    del cfg["rms_norm_eps"]
-    with pytest.raises(InvalidInput, match=r"^c\.json: missing keys rms_norm_eps \(LlamaForCausalLM needs them\)$"):
-        archs.for_config(cfg, "c.json")
+    qwen3 = {**cfg, **TINY["Qwen3ForCausalLM"], "architectures": ["Qwen3ForCausalLM"]}
+    archs.for_config(qwen3)
+    del qwen3["head_dim"]  # transformers would take 128 whatever the hidden size
+    with pytest.raises(InvalidInput, match=r"^c\.json: missing keys head_dim \(Qwen3ForCausalLM needs them\)$"):
+        archs.for_config(qwen3, "c.json")
 
 
 def test_listing_and_checking_import_nothing_heavy(tiny_models):

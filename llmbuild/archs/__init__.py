@@ -36,6 +36,7 @@ ARCHS: dict[str, str] = {
     "LlamaForCausalLM": "llama",  # Llama 2, Llama 3.x, TinyLlama, SmolLM, Yi, DeepSeek (v1 dense)
     "MistralForCausalLM": "llama",  # Mistral 7B v0.1-v0.3, Mistral NeMo
     "Qwen2ForCausalLM": "qwen2",  # Qwen2, Qwen2.5
+    "Qwen3ForCausalLM": "qwen3",  # Qwen3 dense
 }
 
 _CLASSES: dict[str, type[Arch]] = {}

@@ -5,7 +5,7 @@ the class holds what a family *is* (its tensor layout, norm, activation, which t
 llama.cpp names and permutes its tensors, which linears share an input for AWQ, its LoRA modules),
 an instance is bound to one model's config.json and answers what that model *has* (dims, rope,
 sliding windows per layer, tied embeddings, context). A family that differs subclasses it and
-overrides the facts that differ (qwen2.py: q/k/v biases and NeoX rope), as
+overrides the facts that differ (qwen2.py: q/k/v biases and NeoX rope; qwen3.py: q/k norms), as
 llama.cpp's families override `set_gguf_parameters` and `modify_tensors`.
 
 Targets ask these objects and never test an architecture's name. Facts that no current family has
@@ -39,6 +39,8 @@ class Layer:
     gate: str
     up: str
     down: str
+    q_norm: str | None = None  # per-head RMSNorm of q before the rotary (Qwen3); None: none
+    k_norm: str | None = None
     window: int | None = None  # sliding attention window in tokens; None: full attention
 
 
@@ -77,6 +79,7 @@ class Arch:
         "rms_norm_eps",
     )
     qkv_bias: ClassVar[bool] = False  # q/k/v projections carry a bias (required tensors, not optional ones)
+    qk_norm: ClassVar[bool] = False  # per-head RMSNorm on q and k before the rotary
     # RMSNorm computes x * (norm_offset + w): Gemma stores w - 1 (llama.cpp adds 1 when converting)
     norm_offset: ClassVar[float] = 0.0
     # llama.cpp: general.architecture, whether its rope needs q/k rows interleaved (the "llama" rope
@@ -93,6 +96,7 @@ class Arch:
     # module names relative to a layer, and the model-level ones
     ATTN_NORM, FFN_NORM = "input_layernorm", "post_attention_layernorm"
     Q_PROJ, K_PROJ, V_PROJ, O_PROJ = "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"
+    Q_NORM, K_NORM = "self_attn.q_norm", "self_attn.k_norm"
     GATE_PROJ, UP_PROJ, DOWN_PROJ = "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
     EMBED, FINAL_NORM, LM_HEAD = "model.embed_tokens", "model.norm", "lm_head"
     LAYER_WEIGHT = re.compile(r"^model\.layers\.(\d+)\.(.+)\.weight$")
@@ -129,7 +133,7 @@ class Arch:
 
     @property
     def head_dim(self) -> int:
-        # explicit in config.json where heads are wider than hidden/heads (Mistral NeMo)
+        # explicit in config.json where heads are wider than hidden/heads (Mistral NeMo, Qwen3)
         return self.config.get("head_dim") or self.hidden // self.heads
 
     @property
@@ -185,7 +189,8 @@ class Arch:
         p = f"model.layers.{i}."
         return Layer(i, p + self.ATTN_NORM, p + self.Q_PROJ, p + self.K_PROJ, p + self.V_PROJ, p + self.O_PROJ,
                      p + self.FFN_NORM, p + self.GATE_PROJ, p + self.UP_PROJ, p + self.DOWN_PROJ,
-                     window=self.windows[i])
+                     q_norm=p + self.Q_NORM if self.qk_norm else None,
+                     k_norm=p + self.K_NORM if self.qk_norm else None, window=self.windows[i])
 
     def expected_tensors(self, tied: bool) -> tuple[list[str], list[str]]:
         """(required, optional) checkpoint tensor names. Optional: the biases some models of the family
@@ -196,6 +201,7 @@ class Arch:
             L = self.layer(i)
             required += [f"{L.attn_norm}.weight", f"{L.ffn_norm}.weight"]
             required += [f"{m}.weight" for m in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down)]
+            required += [f"{m}.weight" for m in (L.q_norm, L.k_norm) if m]
             biases = [f"{m}.bias" for m in (L.q, L.k, L.v)]
             (required if self.qkv_bias else optional).extend(biases)
             optional += [f"{m}.bias" for m in (L.o, L.gate, L.up, L.down)]

@@ -9,7 +9,7 @@ written for those run it unchanged:
     -> logits [batch, seq, vocab] float32, present.N.key / .value [batch, kv_heads, past+seq, head_dim]
 
 How it is made: the graph is written here with `onnx.helper` from the model's architecture object
-(llmbuild/archs: dims, rope, norms, biases, sliding windows per layer, tensor names) and the
+(llmbuild/archs: dims, rope, norms, q/k norms, biases, sliding windows per layer, tensor names) and the
 checkpoint's tensor headers, then the weights are streamed into the file one tensor at a time, exactly as stored
 (cast only when the precision changes). No model is instantiated and no exporter traces one, so peak
 memory is about one tensor plus the graph, whatever the model's size, and transformers' modelling code
@@ -22,7 +22,8 @@ capture modes failed; see formats.md).
 The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
 projections, RotaryEmbedding on q and k, one Attention node (grouped-query heads, past key/value in,
-present out, an additive mask, a window per sliding-window layer) and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
+present out, an additive mask, a window per sliding-window layer), an RMSNormalization per head of q
+and k where the family has them, and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
 [tokens, features], so weights keep the checkpoint's [out, in] layout (written without a transpose) and
 tied embeddings are one initializer read by both the Gather and the output Gemm.
 
@@ -354,6 +355,13 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
         return op("RMSNormalization", [x, weight_of[f"{module}.weight"]], module,
                   axis=-1, epsilon=arch.eps, stash_type=TensorProto.FLOAT)
 
+    def head_norm(x: str, module: str, heads: int) -> str:
+        """RMSNorm over each head of a [tokens, heads * head_dim] projection (q/k norms)."""
+        per_head = op("Reshape", [x, const(f"heads_{heads}_shape", np.array([-1, heads, hd], np.int64))],
+                      f"{module}.per_head")
+        flat = const(f"flat_{heads}_shape", np.array([-1, heads * hd], np.int64))
+        return op("Reshape", [rms_norm(per_head, module), flat], f"{module}.flat")
+
     # activations are [tokens, features] (Gemm's 2-D form); rotary and attention see [batch, seq, features]
     shape3 = op("Concat", [op("Shape", ["input_ids"], "ids_shape"), const("minus_one", np.array([-1], np.int64))],
                 "shape3", axis=0)
@@ -398,6 +406,10 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
         p = f"model.layers.{i}"
         x = rms_norm(h, L.attn_norm)
         q, k, v = linear(x, L.q), linear(x, L.k), linear(x, L.v)
+        if L.q_norm:
+            q = head_norm(q, L.q_norm, arch.heads)
+        if L.k_norm:
+            k = head_norm(k, L.k_norm, arch.kv_heads)
         q, k, v = (op("Reshape", [t, shape3], f"{p}.{n}3") for t, n in ((q, "q"), (k, "k"), (v, "v")))
         q = op("RotaryEmbedding", [q, cos, sin], f"{p}.q_rope", num_heads=arch.heads)
         k = op("RotaryEmbedding", [k, cos, sin], f"{p}.k_rope", num_heads=arch.kv_heads)

@@ -123,6 +123,7 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     assert len(types) == len(open_checkpoint(tiny_models[arch]).tensor_names) == rec["tensors"]
     assert "blk.1.ffn_down.weight" in types and "output_norm.weight" in types
     assert ("blk.0.attn_q.bias" in types) == family.qkv_bias
+    assert ("blk.0.attn_q_norm.weight" in types) == ("blk.1.attn_k_norm.weight" in types) == family.qk_norm
     tied = bool(TINY[arch].get("tie_word_embeddings"))
     assert ("output.weight" in types) == (not tied)  # the tiny models that tie have no output matrix
     base = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[quant]
