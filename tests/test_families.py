@@ -92,3 +92,12 @@ def test_family_through_target(model, backend, case, model_dir, reference, tmp_p
         gates.pop("min_top1")  # random weights: near-tied logits make top-1 noise under quantization
     results = apply_gates(record, gates)
     assert all(r["passed"] for r in results), (results, record)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_changes_what_the_model_computes(variant, reference):
+    """Same seed, same weights: a variant's quirk (scaled rope past its original context, a window shorter
+    than the probes) moves transformers' logits well beyond every gate, so passing them above means the
+    targets compute the quirk too."""
+    base = VARIANTS[variant][0]
+    assert max(np.abs(a[: len(b)] - b[: len(a)]).max() for a, b in zip(reference(variant), reference(base))) > 1e-2

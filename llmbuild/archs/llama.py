@@ -13,10 +13,16 @@ from typing import ClassVar
 from llmbuild.archs import register
 from llmbuild.archs.base import Arch
 
+# Llama 3.2 1B's rope (rope_theta 500000, factor 32, original context 8192), with the original context
+# cut to 32 tokens so the tests' probes run past it
+LLAMA32_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+
 
 @register("LlamaForCausalLM", "MistralForCausalLM")
 class Llama(Arch):
     """Llama 2, Llama 3.x, TinyLlama, SmolLM, Yi, DeepSeek (v1 dense); Mistral 7B, Mistral NeMo."""
 
     variants: ClassVar[dict] = {
+        "llama3.2": ("LlamaForCausalLM", {"rope_parameters": LLAMA32_ROPE, "tie_word_embeddings": True}),
     }
