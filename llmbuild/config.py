@@ -86,7 +86,9 @@ class EvalConfig:
     # The evaluate stage: every artifact through its own runtime, against the source model in torch.
     text: Optional[str] = None  # parity text: KLD (mean, p99), top-1, perplexity ratio vs the source; None skips
     heldout_text: Optional[str] = None  # held-out text for perplexity (source and each artifact); None skips
-    window: int = 0  # tokens per rolling window, second half scored (llama-perplexity); 0 = the model's context, at most 2048
+    # tokens per rolling window, second half scored (llama-perplexity): longer measures more context, costs time;
+    # 0 = the context every artifact declares (the model's, or a shorter one a target declares), at most 2048
+    window: int = 0
     max_windows: int = 8  # windows per text at most (0 = all): bounds time and the cached source logits
     tasks: List[McTask] = field(default_factory=list)  # multiple choice, scored as lm-evaluation-harness does
     golden: Optional[str] = None  # JSONL of {"prompt","answer"}: greedy answers through each runtime's KV cache

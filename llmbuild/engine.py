@@ -74,6 +74,7 @@ class Build:
         self.finetune_out: Path | None = None
         self.warnings: list[str] = []
         self.eval_source: dict | None = None  # the source model's evaluation figures (evalref stage)
+        self.context: int | None = None  # every artifact is verified within it (plan.check_model)
 
     def result(self, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> BuildResult:
         """What the reports render: the typed result of this build as it stands."""
@@ -136,6 +137,7 @@ class Build:
         arch = for_config(self.model.record["config"], str(self.model.dir / "config.json"))
         checked = check_model(bc, arch, self.model.dir)
         self.warnings += checked.warnings
+        self.context = checked.context
         if bc.finetune.method != "none":
             from llmbuild.finetune import stage as ft
 
@@ -268,8 +270,11 @@ class Build:
             return None
         parts = {"model": self.model.digest, "dtype": m.dtype.value,
                  "eval": evaluate.key_parts(e, self.cache.stat_cache.digest)}
+        if self.context != self.model.record["config"].get("max_position_embeddings"):
+            parts["context"] = self.context  # an artifact declares a shorter context: windows fit in it
         entry = self.stage("evalref", "evalref", parts,
-                           lambda out: evaluate.prepare(self.model.dir, e, m.dtype.value, m.trust_remote_code, out),
+                           lambda out: evaluate.prepare(self.model.dir, e, m.dtype.value, m.trust_remote_code, out,
+                                                        context=self.context),
                            tools=evaluate.TOOLS)
         if entry is not None:
             self.eval_source = entry.record

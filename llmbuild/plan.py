@@ -6,7 +6,8 @@ Checks are split by what they need:
   license settings, and for an `init` model the family each target must map);
 - model checks (`check_model`) run right after acquisition, which is a cache hit or a header read:
   the family's config keys and rope kind (when its config.json is bound to its architecture class),
-  each target's support for the family, each backend's model checks (tokenizer, shapes). Both fail before the license gate, the
+  each target's support for the family, each backend's model checks (tokenizer, shapes, context),
+  and the context every artifact is verified within. Both fail before the license gate, the
   reference model or any export spends time, and write nothing to the cache.
 """
 
@@ -30,9 +31,12 @@ class Step:
 
 @dataclass
 class ModelCheck:
-    """What the model checks found: warnings to print."""
+    """What the model checks found: warnings to print, and the context the artifacts are verified in."""
 
     warnings: list[str] = field(default_factory=list)
+    context: int | None = None  # the shortest context any artifact declares (None: the model states none)
+    context_reasons: dict[str, str] = field(default_factory=dict)  # target key -> why its context is shorter
+    shortest: str | None = None  # the target key declaring `context`, when an artifact set it
 
 
 def make_plan(bc: BuildConfig) -> list[Step]:
@@ -81,13 +85,28 @@ def check_family(cls, name: str, bc: BuildConfig) -> None:
 
 
 def check_model(bc: BuildConfig, arch, model_dir: Path) -> ModelCheck:
-    """Model checks per target (see the module docstring); returns warnings."""
+    """Model checks per target (see the module docstring); returns warnings and the verified context."""
+    from llmbuild.stages import evaluate
+
     check_family(type(arch), arch.name, bc)
-    out = ModelCheck()
+    out = ModelCheck(context=arch.context)
     for t in bc.targets:
         b = registry.backend(t.backend)
         b.check_model(t.options, arch, model_dir, t.key)
+        ctx, why = b.context_length(t.options, arch)
+        if ctx and (out.context is None or ctx < out.context):
+            out.context, out.shortest = ctx, t.key
+        if why:
+            out.context_reasons[t.key] = why
         if not b.runtime_available():
             out.warnings.append(f"{t.key}: {b.runtime.dist} is not installed, so this artifact will be built but "
                                 f"marked UNVERIFIED ({b.runtime.install})")
+    short = out.shortest
+    if short in out.context_reasons:
+        # every artifact is verified within the shortest context an artifact declares
+        e, why = bc.eval, f"{out.context}-token context {short} declares ({out.context_reasons[short]})"
+        if e.max_tokens > out.context:
+            raise InvalidInput(f"eval.max_tokens: {e.max_tokens} tokens per probe is beyond the {why}; lower it")
+        if evaluate.enabled(e) and e.window > out.context:
+            raise InvalidInput(f"eval.window: {e.window} tokens is beyond the {why}; lower it or set 0")
     return out

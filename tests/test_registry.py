@@ -99,6 +99,8 @@ def test_every_architecture_backend_pair_plans_or_is_refused(name, backend, tiny
     check_family(cls, name, bc)
     arch = archs.for_config(json.loads((tiny_models[name] / "config.json").read_text()))
     b.check_model(b.Options(), arch, tiny_models[name], "targets.t")
+    ctx, why = b.context_length(b.Options(), arch)
+    assert ctx == arch.context and why is None  # the tiny models have no window shorter than their context
 
 
 def test_a_family_a_backend_does_not_map_is_refused_naming_who_does(monkeypatch):
@@ -155,6 +157,7 @@ for name in targets.names():
     b = targets.backend(name)
     b.check_options(b.Options(), "t")
     b.check_model(b.Options(), arch, None, "t")
+    b.context_length(b.Options(), arch)
 heavy = {{'torch', 'numpy', 'onnx', 'onnxruntime', 'transformers', 'llama_cpp', 'gguf'}} & set(sys.modules)
 assert not heavy, heavy
 """

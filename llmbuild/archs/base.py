@@ -83,10 +83,11 @@ class Arch:
     # RMSNorm computes x * (norm_offset + w): Gemma stores w - 1 (llama.cpp adds 1 when converting)
     norm_offset: ClassVar[float] = 0.0
     # llama.cpp: general.architecture, whether its rope needs q/k rows interleaved (the "llama" rope
-    # is GPT-J style while transformers uses rotate_half; NeoX-rope archs need no permute), and which
-    # activations its graph computes
+    # is GPT-J style while transformers uses rotate_half; NeoX-rope archs need no permute), whether its
+    # graph implements sliding-window attention, and which activations its graph computes
     gguf_arch: ClassVar[str] = "llama"
     gguf_permute_qk: ClassVar[bool] = True
+    gguf_sliding_window: ClassVar[bool] = False
     gguf_activations: ClassVar[tuple[str, ...]] = ("silu",)
     # LoRA: the modules adapted by default (every linear of attention and MLP: QLoRA's finding that
     # adapting all matters more than the rank), and the others a recipe may name
@@ -212,9 +213,22 @@ class Arch:
         return name.endswith(".rotary_emb.inv_freq")
 
     # -- GGUF (llama.cpp's convert_hf_to_gguf.py: set_gguf_parameters, modify_tensors) ----------------
+    def gguf_context(self) -> tuple[int, str | None]:
+        """The context length the GGUF declares, and why when it is not the model's. llama.cpp runs a
+        layer with full attention where its architecture has no sliding windows, which matches the
+        model only within one window: the file then says so by declaring the window as its context."""
+        windows = [w for w in self.windows if w]
+        ctx = self.context
+        if windows and not self.gguf_sliding_window and min(windows) < ctx:
+            w = min(windows)
+            return w, (f"context recorded as {w} tokens, the model's sliding window (its config says {ctx}): "
+                       f"llama.cpp's {self.gguf_arch} architecture has no sliding-window attention, so it "
+                       f"computes the model exactly up to {w} tokens")
+        return ctx, None
+
     def gguf_parameters(self, w) -> None:
         """The hyperparameter keys of the GGUF (`{arch}.*`), on a gguf.GGUFWriter."""
-        w.add_context_length(self.context)
+        w.add_context_length(self.gguf_context()[0])
         w.add_embedding_length(self.hidden)
         w.add_block_count(self.layers)
         w.add_feed_forward_length(self.intermediate)

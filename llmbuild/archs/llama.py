@@ -25,4 +25,5 @@ class Llama(Arch):
 
     variants: ClassVar[dict] = {
         "llama3.2": ("LlamaForCausalLM", {"rope_parameters": LLAMA32_ROPE, "tie_word_embeddings": True}),
+        "mistral-window": ("MistralForCausalLM", {"sliding_window": 32}),
     }

@@ -21,3 +21,8 @@ class Qwen2(Arch):
     gguf_arch = "qwen2"
     gguf_permute_qk = False
     tiny: ClassVar[dict] = {**Arch.tiny, "tie_word_embeddings": True}
+    variants: ClassVar[dict] = {
+        # layer 0 full attention, layer 1 a 32-token window (transformers writes layer_types for it)
+        "qwen2-window": ("Qwen2ForCausalLM", {"use_sliding_window": True, "sliding_window": 32,
+                                              "max_window_layers": 1}),
+    }

@@ -24,3 +24,7 @@ class Qwen3(Qwen2):
     required_config = (*Arch.required_config, "head_dim")
     # head_dim 32 with hidden 64 and 4 heads: q_proj is wider than the hidden size, as in Qwen3
     tiny: ClassVar[dict] = {**Arch.tiny, "head_dim": 32, "tie_word_embeddings": True}
+    variants: ClassVar[dict] = {
+        "qwen3-window": ("Qwen3ForCausalLM", {"use_sliding_window": True, "sliding_window": 32,
+                                              "max_window_layers": 1}),
+    }

@@ -109,8 +109,9 @@ def _golden_ids(tok, prompt: str, how: str) -> list[int]:
     return list(tok(prompt).input_ids)
 
 
-def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path) -> dict:
-    """The `evalref` stage: token ids for every runtime and the source model's figures."""
+def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path, context: int | None = None) -> dict:
+    """The `evalref` stage: token ids for every runtime and the source model's figures, every sequence
+    within `context` when an artifact declares a context shorter than the model's."""
     import numpy as np
 
     from llmbuild.errors import InvalidInput
@@ -119,7 +120,7 @@ def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path
 
     tok = _tokenizer(model_dir, trust_remote_code)
     src = TorchModel(model_dir, dtype, trust_remote_code)
-    n_ctx = int(src.model.config.max_position_embeddings)
+    n_ctx = min(int(src.model.config.max_position_embeddings), context or 1 << 62)
     window = min(cfg.window or MAX_AUTO_WINDOW, n_ctx)
     bos = _bos(tok)
     ref: dict = {"window": window, "model_dtype": src.dtype}

@@ -67,6 +67,11 @@ class Backend:
         """What the export depends on beyond its options (input file contents, the GPU an engine is for)."""
         return {}
 
+    def context_length(self, options, arch) -> tuple[int | None, str | None]:
+        """The context the artifact declares, and why when it is shorter than the model's: every
+        artifact is verified and evaluated within it."""
+        return arch.context, None
+
     def runtime_available(self) -> bool:
         return importlib.util.find_spec(self.runtime.module) is not None
 
@@ -92,7 +97,10 @@ class Backend:
 
     def notes(self, record: dict) -> list[str]:
         """What a reader of the card must know about the artifact beyond its verification."""
-        return []
+        notes = []
+        if record.get("context_note"):
+            notes.append(record["context_note"])
+        return notes
 
     def serving(self, target: str, record: dict) -> dict:
         """Client layouts and serving command lines for the artifact (name -> lines): where the

@@ -2,8 +2,8 @@
 
 What llama.cpp's `convert_hf_to_gguf.py` plus `llama-quantize` would make from a checkpoint. What is
 the model's (the GGUF architecture, hyperparameter keys, llama.cpp's tensor names from gguf's own
-mapping tables, Q/K rows permuted for llama.cpp's rope where the family needs it, rope tensors) comes
-from its architecture
+mapping tables, Q/K rows permuted for llama.cpp's rope where the family needs it, rope tensors, the
+context a family without llama.cpp sliding-window support declares) comes from its architecture
 object (llmbuild/archs: `gguf_parameters`, `gguf_tensors`), as convert_hf_to_gguf.py's model classes
 provide `set_gguf_parameters` and `modify_tensors`. Two quantizers, chosen per type (`QUANTS`,
 `LLAMA_CPP_QUANTS`):
@@ -257,11 +257,14 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
             tmp.unlink(missing_ok=True)
         quantizer = {"name": "llama.cpp llama_model_quantize", "version": _version("llama-cpp-python")}
     stats = file_stats(path)
+    ctx, ctx_note = ckpt.arch.gguf_context()
     return {
         "file": path.name,
         "quant": options.quant,
         "file_type": QUANTS[options.quant][1] if options.quant in QUANTS else LLAMA_CPP_QUANTS[options.quant],
         "gguf_arch": ckpt.arch.gguf_arch,
+        "context_length": ctx,
+        **({"context_note": ctx_note} if ctx_note else {}),
         "quantizer": quantizer,
         **extra,
         "tensors": stats["tensors"],
@@ -612,6 +615,13 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
+def _n_ctx(record: dict, need: int, wanted: int) -> int:
+    """`wanted` positions, but no more than the file's context when `need` fits in it (llama.cpp warns of
+    a training-context overflow for a context larger than the file declares)."""
+    declared = record.get("context_length")
+    return min(wanted, declared) if declared and need <= declared else wanted
+
+
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
     """llama.cpp's logits [seq, vocab] (float32) for each probe's given token ids, every position.
 
@@ -620,7 +630,8 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     """
     import numpy as np
 
-    llm = _llama(Path(artifact_dir) / record["file"], max(len(t) for t in token_ids) + 8)
+    need = max(len(t) for t in token_ids)
+    llm = _llama(Path(artifact_dir) / record["file"], _n_ctx(record, need, need + 8))
     out = []
     for ids in token_ids:
         llm.reset()
@@ -647,7 +658,8 @@ def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_to
     from llmbuild.evaluation.greedy import greedy
 
     # whole blocks of 256 positions: short warm-up runs and the runs they warm share one context
-    n_ctx = -(-(len(prompt_ids) + max_new_tokens + 8) // 256) * 256
+    need = len(prompt_ids) + max_new_tokens
+    n_ctx = _n_ctx(record, need, -(-(need + 8) // 256) * 256)
     llm = _llama(Path(artifact_dir) / record["file"], n_ctx, logits_all=False, threads=threads)
     n_vocab = llm.n_vocab()
 
@@ -683,6 +695,9 @@ class Gguf(Backend):
 
     def key_extra(self, options):
         return key_extra(options)
+
+    def context_length(self, options, arch):
+        return arch.gguf_context()
 
     def runtime_available(self):
         return runtime_available()
