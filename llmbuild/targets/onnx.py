@@ -9,9 +9,9 @@ written for those run it unchanged:
     -> logits [batch, seq, vocab] float32, present.N.key / .value [batch, kv_heads, past+seq, head_dim]
 
 How it is made: the graph is written here with `onnx.helper` from the model's architecture object
-(llmbuild/archs: dims, rope, norms, q/k norms, biases, sliding windows per layer, tensor names) and the
-checkpoint's tensor headers, then the weights are streamed into the file one tensor at a time, exactly as stored
-(cast only when the precision changes). No model is instantiated and no exporter traces one, so peak
+(llmbuild/archs: dims, rope, norms, q/k norms, biases, sliding windows per layer, tensor names) and
+the checkpoint's tensor headers, then the weights are streamed into the file one tensor at a time,
+exactly as stored (cast only when the precision changes). No model is instantiated and no exporter traces one, so peak
 memory is about one tensor plus the graph, whatever the model's size, and transformers' modelling code
 is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md: 2.2 s and 367 MB peak
 RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
