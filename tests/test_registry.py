@@ -163,3 +163,29 @@ assert not heavy, heavy
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_facts_of_later_families_reach_the_targets(tiny_models):
+    """The extension points phase-2 families use: a norm offset is added on the way into the GGUF (as
+    llama.cpp's Gemma converter adds 1), q/k rows are interleaved only where llama.cpp's rope needs it, and
+    a fact the ONNX graph does not compute yet is refused in one line rather than computed wrongly."""
+    import numpy as np
+
+    from llmbuild.archs.base import interleave_rotary
+    from llmbuild.targets import onnx
+
+    cfg = json.loads((tiny_models["LlamaForCausalLM"] / "config.json").read_text())
+    llama = archs.for_config(cfg)
+    x = np.arange(16 * 64, dtype=np.float32).reshape(64, 16)
+    np.testing.assert_array_equal(llama.gguf_transform("blk.0.attn_q.weight")(x), interleave_rotary(x, llama.heads))
+    assert llama.gguf_transform("blk.0.attn_norm.weight") is None
+
+    class Offset(type(llama)):
+        norm_offset = 1.0
+        attn_softcap = 50.0
+
+    arch = Offset(cfg, "LlamaForCausalLM")
+    w = np.ones(64, np.float32)
+    np.testing.assert_array_equal(arch.gguf_transform("blk.0.attn_norm.weight")(w), w + 1)
+    with pytest.raises(InvalidInput, match=r"^targets\.t: LlamaForCausalLM has an RMSNorm weight offset \(1\.0\)"):
+        onnx.check_model(onnx.Options(), arch, "targets.t")
