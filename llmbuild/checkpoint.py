@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from llmbuild.archs import Arch, architecture_of, lookup
+from llmbuild.archs import for_config
 from llmbuild.errors import InvalidInput
 
 TOKENIZER_FILES = (
@@ -75,7 +75,7 @@ def safetensors_header(path: Path) -> dict:
 class Checkpoint:
     dir: Path
     config: dict
-    arch: Arch
+    arch: object  # llmbuild.archs.base.Arch bound to this config: what every target asks
     weight_files: list[Path]
     # tensor name -> file holding it
     index: dict[str, Path] = field(default_factory=dict)
@@ -160,10 +160,7 @@ def open_checkpoint(model_dir: Path, allow_pickle: bool = False, key: str = "mod
     if not model_dir.is_dir():
         raise InvalidInput(f"{key}: {model_dir} is not a folder")
     config = read_json(model_dir / "config.json", "config.json")
-    arch = lookup(architecture_of(config), where=f"{model_dir / 'config.json'} architectures")
-    missing = [k for k in arch.required_config if k not in config]
-    if missing:
-        raise InvalidInput(f"{model_dir / 'config.json'}: missing keys {', '.join(missing)}")
+    arch = for_config(config, where=str(model_dir / "config.json"))  # the family's required keys, its rope
     files, pickle = weight_files(model_dir, allow_pickle, key)
     index: dict[str, Path] = {}
     if pickle:

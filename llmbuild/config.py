@@ -3,7 +3,8 @@
 Hydra validates every composed recipe against these dataclasses: an unknown key or a wrong type
 fails at composition with the key's dotted path. Target options depend on the backend, so
 `targets` is a free mapping here and each target is validated against its backend's `Options`
-dataclass in `typed_config`. Nothing past `typed_config` reads raw OmegaConf nodes.
+dataclass in `typed_config`, then by the backend's recipe-only checks (`check_options`), so a bad
+option value fails before any work. Nothing past `typed_config` reads raw OmegaConf nodes.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ModelConfig:
     repo_id: Optional[str] = None  # hub: e.g. "Qwen/Qwen2.5-0.5B"
     revision: str = "main"  # hub: branch, tag or commit; resolved to a commit sha and recorded
     path: Optional[str] = None  # local: checkpoint folder (config.json + safetensors)
-    architecture: str = "LlamaForCausalLM"  # init: a row of llmbuild/archs
+    architecture: str = "LlamaForCausalLM"  # init: an architecture of llmbuild/archs (archs.ARCHS)
     config: Dict[str, Any] = field(default_factory=dict)  # init: HF config keys (hidden_size, ...)
     seed: int = 0  # init: weights are a function of the seed
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -85,7 +86,9 @@ class EvalConfig:
     # The evaluate stage: every artifact through its own runtime, against the source model in torch.
     text: Optional[str] = None  # parity text: KLD (mean, p99), top-1, perplexity ratio vs the source; None skips
     heldout_text: Optional[str] = None  # held-out text for perplexity (source and each artifact); None skips
-    window: int = 0  # tokens per rolling window, second half scored (llama-perplexity); 0 = the model's context, at most 2048
+    # tokens per rolling window, second half scored (llama-perplexity): longer measures more context, costs time;
+    # 0 = the context every artifact declares (the model's, or a shorter one a target declares), at most 2048
+    window: int = 0
     max_windows: int = 8  # windows per text at most (0 = all): bounds time and the cached source logits
     tasks: List[McTask] = field(default_factory=list)  # multiple choice, scored as lm-evaluation-harness does
     golden: Optional[str] = None  # JSONL of {"prompt","answer"}: greedy answers through each runtime's KV cache
@@ -113,7 +116,7 @@ class BuildConfigSchema:
     model: ModelConfig = field(default_factory=ModelConfig)
     license: LicenseConfig = field(default_factory=LicenseConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    targets: Dict[str, Any] = field(default_factory=dict)  # name -> {backend: onnx|gguf, ...options}
+    targets: Dict[str, Any] = field(default_factory=dict)  # name -> {backend: one of targets.BACKENDS, ...options}
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -188,7 +191,8 @@ def _one_line(e: Exception) -> str:
 
 
 def typed_config(cfg: DictConfig) -> BuildConfig:
-    """Turn the composed config into a BuildConfig, validating each target against its backend."""
+    """Turn the composed config into a BuildConfig, validating each target against its backend's
+    options and recipe-only checks."""
     from llmbuild import targets as target_registry
 
     try:
@@ -209,20 +213,20 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
         if not isinstance(node, DictConfig) or "backend" not in node:
             raise InvalidInput(f"{key}.backend: every target needs a backend (one of: "
                                f"{', '.join(sorted(target_registry.BACKENDS))})")
-        mod = target_registry.backend(str(node.backend), key=f"{key}.backend")
+        backend = target_registry.backend(str(node.backend), key=f"{key}.backend")
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(mod.Options), node)
+            merged = OmegaConf.merge(OmegaConf.structured(backend.Options), node)
             options = OmegaConf.to_object(merged)
         except OmegaConfBaseException as e:
             fk = getattr(e, "full_key", None)
             where = f"{key}.{fk}" if fk else key
-            known = ", ".join(f for f in mod.Options.__dataclass_fields__)
+            known = ", ".join(f for f in backend.Options.__dataclass_fields__)
             raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
-                               f"{mod.NAME}: {known})") from None
-        for opt in ("calibration_text", *getattr(mod, "PATH_OPTIONS", ())):
-            if hasattr(options, opt):
-                setattr(options, opt, resolve_path(getattr(options, opt)))
-        tlist.append(Target(str(name), mod.NAME, options))
+                               f"{backend.name}: {known})") from None
+        for opt in backend.path_options:
+            setattr(options, opt, resolve_path(getattr(options, opt)))
+        backend.check_options(options, key)
+        tlist.append(Target(str(name), backend.name, options))
     if not tlist:
         raise InvalidInput("targets: the recipe declares no targets")
     return BuildConfig(obj.recipe, obj.build, obj.model, obj.license, obj.finetune, tlist, obj.eval, raw)

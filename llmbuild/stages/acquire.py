@@ -56,7 +56,7 @@ def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: st
              for p in model_files(model_dir, ckpt.weight_files)}
     return {
         "model_dir": str(model_dir),
-        "architecture": ckpt.arch.hf_name,
+        "architecture": ckpt.arch.name,
         "num_parameters": ckpt.param_count(),
         "weights_format": "pytorch-pickle" if ckpt.pickle else "safetensors",
         "config": ckpt.config,
