@@ -34,7 +34,8 @@ from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
 # (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets)
-STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 2,
+# reference 2, verify 3: a mixture of experts' routing is recorded and compared (issue 11)
+STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 2, "export": 1, "verify": 3,
                   "evalref": 1, "evaluate": 2}
 
 
@@ -359,10 +360,13 @@ class Build:
         art.verification = {"status": status, "runtime": b.runtime.dist,
                             "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist],
                             "metrics": ver.record["metrics"], "kv_metrics": ver.record.get("kv_metrics"),
-                            "gates": results}
+                            "gates": results, **({"routing": ver.record["routing"]} if ver.record.get("routing") else {})}
         m = ver.record["metrics"]
+        routing = ver.record.get("routing") or {}
         self.ui.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
-                    f"max |dlogit| {m['max_abs_diff']:.3g}", style="green" if status == "passed" else "red")
+                    f"max |dlogit| {m['max_abs_diff']:.3g}"
+                    + (f", routing agreement {routing['agreement']:.3f}" if "agreement" in routing else ""),
+                    style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
     def evaluate(self, t, b, exp: Entry, eref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:

@@ -54,7 +54,9 @@ def make_plan(bc: BuildConfig) -> list[Step]:
     if m.source.value == "init":
         from llmbuild.archs import arch_class
 
-        check_family(arch_class(m.architecture, "model.architecture"), m.architecture, bc)
+        cls = arch_class(m.architecture, "model.architecture")
+        check_family(cls, m.architecture, bc)
+        cls.check_recipe_config(dict(m.config or {}), "model.config")
     from llmbuild.licenses.config import validate as validate_license
     from llmbuild.stages import evaluate
 
@@ -77,11 +79,13 @@ def make_plan(bc: BuildConfig) -> list[Step]:
 
 
 def check_family(cls, name: str, bc: BuildConfig) -> None:
-    """Every target's backend maps the family, or exit 2 naming the target and the backends that do."""
+    """Every target's backend maps the family and can apply its options to it (check_family), or exit 2
+    naming the target and the backends that do."""
     for t in bc.targets:
         if t.backend not in cls.targets:
             raise InvalidInput(f"{t.key}.backend: {name} is not supported by the {t.backend} backend; backends that "
                                f"support it: {', '.join(b for b in registry.names() if b in cls.targets)}")
+        registry.backend(t.backend).check_family(t.options, cls, t.key)
 
 
 def check_model(bc: BuildConfig, arch, model_dir: Path) -> ModelCheck:
@@ -89,6 +93,7 @@ def check_model(bc: BuildConfig, arch, model_dir: Path) -> ModelCheck:
     from llmbuild.stages import evaluate
 
     check_family(type(arch), arch.name, bc)
+    arch.check_checkpoint(model_dir)  # tensor names against config.json (experts, routers): a header read
     out = ModelCheck(context=arch.context)
     for t in bc.targets:
         b = registry.backend(t.backend)

@@ -36,12 +36,30 @@ class Layer:
     v: str
     o: str
     ffn_norm: str  # RMSNorm before the MLP
-    gate: str
-    up: str
-    down: str
+    gate: str | None  # the SiLU-gated MLP's linears; None in a sparse layer (see `moe`)
+    up: str | None
+    down: str | None
     q_norm: str | None = None  # per-head RMSNorm of q before the rotary (Qwen3); None: none
     k_norm: str | None = None
     window: int | None = None  # sliding attention window in tokens; None: full attention
+    moe: MoeBlock | None = None  # the layer's mixture of experts in place of the MLP (archs/moe.py)
+
+
+@dataclass(frozen=True)
+class MoeBlock:
+    """A sparse MLP (module names, no `.weight`): a router picks `top_k` of the experts per token by
+    softmax probability, their SiLU-gated MLPs are summed with those probabilities as weights
+    (renormalized to sum 1 when `norm_topk`), plus an always-on shared expert scaled by
+    sigmoid(shared_gate . x) where the family has one (Qwen2-MoE)."""
+
+    router: str  # linear hidden -> experts: the router logits
+    experts: tuple[tuple[str, str, str], ...]  # (gate, up, down) of each expert, in expert order
+    top_k: int
+    norm_topk: bool
+    shared: tuple[str, str, str] | None = None  # (gate, up, down) of the shared expert
+    shared_gate: str | None = None  # linear hidden -> 1 scaling the shared expert
+    intermediate: int = 0  # each expert's intermediate size
+    shared_intermediate: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,9 @@ class GgufTensor:
     # numpy arrays of srcs (in that order) -> the values llama.cpp reads; None: the one source as is
     transform: Callable | None = None
     data: object = None  # the values of a computed tensor
+    # srcs are the slices of the first axis, in order (llama.cpp's 3-D expert tensors): the writer
+    # converts and writes them one at a time, each through `transform` alone, and never stacks them
+    stacked: bool = False
 
 
 class Arch:
@@ -106,6 +127,9 @@ class Arch:
     tiny: ClassVar[dict] = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                 intermediate_size=128, max_position_embeddings=256)
     variants: ClassVar[dict[str, tuple[str, dict]]] = {}
+    # keyword arguments a target passes to transformers' from_pretrained when it traces the model
+    # (tensorrt's torch.onnx export): a family whose default modelling code cannot be traced says how
+    hf_model_kwargs: ClassVar[dict] = {}
 
     def __init__(self, config: dict, name: str, where: str = "config.json"):
         self.config, self.name, self.where = config, name, where
@@ -166,6 +190,23 @@ class Arch:
     def activation(self) -> str:
         return self.config.get("hidden_act", "silu")
 
+    # mixture of experts (archs/moe.py): whether the family's MLPs are sparse, and the experts per
+    # sparse layer (0 for a dense decoder)
+    mixture_of_experts: ClassVar[bool] = False
+    expert_count: ClassVar[int] = 0
+
+    def expert_sources(self) -> set[str]:
+        """Checkpoint tensors a target writes as stacked expert tensors rather than one by one."""
+        return set()
+
+    @classmethod
+    def check_recipe_config(cls, config: dict, key: str) -> None:
+        """Checks of an `init` model's config that the recipe alone allows (plan time). Raise InvalidInput."""
+
+    def check_checkpoint(self, model_dir) -> None:
+        """Checks of the checkpoint's tensor names against config.json (a header read, right after
+        acquisition). Raise InvalidInput naming the file and the tensor."""
+
     # facts of other families, neutral here: sqrt(hidden) embedding scale, attention and final logit
     # soft-capping (Gemma 2)
     embedding_scale: ClassVar[float | None] = None
@@ -201,11 +242,11 @@ class Arch:
         for i in range(self.layers):
             L = self.layer(i)
             required += [f"{L.attn_norm}.weight", f"{L.ffn_norm}.weight"]
-            required += [f"{m}.weight" for m in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down)]
+            required += [f"{m}.weight" for m in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down) if m]
             required += [f"{m}.weight" for m in (L.q_norm, L.k_norm) if m]
             biases = [f"{m}.bias" for m in (L.q, L.k, L.v)]
             (required if self.qkv_bias else optional).extend(biases)
-            optional += [f"{m}.bias" for m in (L.o, L.gate, L.up, L.down)]
+            optional += [f"{m}.bias" for m in (L.o, L.gate, L.up, L.down) if m]
         return required, optional
 
     def ignored(self, name: str) -> bool:

@@ -114,6 +114,11 @@ DEFAULT_GATES = {
     "q2_k": {"min_top1": 0.20, "max_kld": 1.50, "max_abs_diff": 15.0, "max_ppl_ratio": 3.0},
 }
 
+# Expert routers are never quantized: convert_hf_to_gguf.py keeps FFN_GATE_INP and FFN_GATE_INP_SHEXP
+# in F32 and llama-quantize skips "ffn_gate_inp.weight" (llama-quant.cpp): a rounded router picks other
+# experts, which no later layer can undo.
+ROUTER_TENSORS = ("ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
+
 # Rows per quantization call are capped at about this many elements: gguf-py's block quantizers make
 # several float32 temporaries of their input, which must not be the size of a 128k-token embedding.
 CHUNK_ELEMENTS = 1 << 22
@@ -183,8 +188,21 @@ def check_model(options, arch, model_dir: Path | None, key: str) -> None:
     if arch.activation not in arch.gguf_activations:
         raise InvalidInput(f"{key}: config.json hidden_act {arch.activation!r}, but llama.cpp's {arch.gguf_arch} "
                            f"architecture computes {', '.join(arch.gguf_activations)}")
+    if arch.expert_count and arch.norm_topk_prob != arch.gguf_norm_topk:
+        raise InvalidInput(f"{key}: config.json norm_topk_prob is {str(arch.norm_topk_prob).lower()}, but llama.cpp's "
+                           f"{arch.gguf_arch} graph {'always' if arch.gguf_norm_topk else 'never'} renormalizes the "
+                           "top-k expert weights: the GGUF would compute another model")
     if model_dir is not None:
         read_vocab(Path(model_dir), arch.vocab)
+
+
+def check_family(options, cls, key: str) -> None:
+    """What this backend cannot apply to a family's experts: an importance matrix (gguf_imatrix.py
+    collects the inputs of nn.Linear modules, and transformers 5 computes experts from fused 3-D
+    parameters, so the experts' columns would get no statistics)."""
+    if cls.mixture_of_experts and options.imatrix:
+        raise InvalidInput(f"{key}.imatrix: an importance matrix is not computed for the experts of a mixture of "
+                           f"experts ({cls.hf_names[0]}) yet; drop imatrix (the K-quants work without one)")
 
 
 def check(options, hf_config: dict, key: str, model_dir: Path | None = None) -> None:
@@ -223,6 +241,7 @@ class _Tensor:
     nbytes: int
     transform: object = None  # numpy arrays of srcs -> the values written; None: the one source as is
     data: object = None  # the values of a computed tensor
+    stacked: bool = False  # srcs are the slices of the first axis (experts): written one at a time
 
 
 def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress) -> dict:
@@ -263,6 +282,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "quant": options.quant,
         "file_type": QUANTS[options.quant][1] if options.quant in QUANTS else LLAMA_CPP_QUANTS[options.quant],
         "gguf_arch": ckpt.arch.gguf_arch,
+        **({"experts": {"count": ckpt.arch.expert_count, "used": ckpt.arch.experts_per_token}}
+           if ckpt.arch.mixture_of_experts else {}),
         "context_length": ctx,
         **({"context_note": ctx_note} if ctx_note else {}),
         "quantizer": quantizer,
@@ -288,6 +309,10 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
     plan = _plan(ckpt, quant)
     writer = gguf.GGUFWriter(path, arch.gguf_arch)
     n_params = sum(math.prod(t.shape) for t in plan if t.srcs)
+    # gguf's size label: "8x7B" for a mixture (GGUFWriter.get_total_parameter_count's split)
+    expert = sum(math.prod(t.shape[1:]) for t in plan if t.stacked)
+    n_experts = plan[[t.stacked for t in plan].index(True)].shape[0] if expert else 0
+    writer.add_size_label(gguf.size_label(n_params, n_params - expert * (n_experts or 1), expert, n_experts))
     _add_metadata(writer, arch, quant, meta, n_params)
     vocab.add_to(writer, ckpt.dir)
     for t in plan:
@@ -445,6 +470,8 @@ def _entry(spec, quant: str, has_output: bool) -> _Tensor:
     # because most of llama.cpp only handles those in F32.
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
         qtype = q.F32
+    elif name.endswith(ROUTER_TENSORS):
+        qtype = q.F32  # routers stay F32 in both converters (see ROUTER_TENSORS)
     elif quant in OUTPUT_AT_8_BITS and (name == "output.weight" or (name == "token_embd.weight" and not has_output)):
         qtype = q.Q8_0  # llama-quantize's rule for the output matrix (tied: the embedding), see OUTPUT_AT_8_BITS
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -453,7 +480,8 @@ def _entry(spec, quant: str, has_output: bool) -> _Tensor:
         qtype = q.F16
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     nbytes = math.prod(shape) // block * type_size
-    return _Tensor(spec.srcs, name, tuple(shape), qtype, nbytes, spec.transform, spec.data)
+    return _Tensor(spec.srcs, name, tuple(shape), qtype, nbytes, spec.transform, spec.data,
+                   getattr(spec, "stacked", False))
 
 
 def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Progress) -> None:
@@ -461,8 +489,10 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
 
     Tensors are written in plan order (gguf's write_tensor_data streams them in tensor-info order);
     reading ahead stops at a byte budget, so memory holds about the largest tensor plus a few layers.
+    A stacked tensor (a layer's experts) is written slice by slice instead (_write_stacked): memory
+    then holds a few expert matrices, never the layer's experts, and never them twice.
     """
-    budget = max(max(math.prod(t.shape) * 4 for t in plan), 64 << 20)
+    budget = max(max(_largest_part(t) for t in plan), 64 << 20)
     pending: deque = deque()
     in_flight = 0
     done = 0
@@ -477,6 +507,13 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gguf") as pool:
         for t, x in _sources(ckpt, plan):
+            if t.stacked:
+                while pending:
+                    write_oldest()
+                writer.write_tensor_data(_Stacked(t, x, pool, 2 * threads))
+                done += 1
+                progress(done, len(plan), t.name)
+                continue
             nbytes = math.prod(t.shape) * 4
             while pending and (in_flight + nbytes > budget or len(pending) > 2 * threads):
                 write_oldest()
@@ -487,8 +524,45 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
             write_oldest()
 
 
+def _largest_part(t: _Tensor) -> int:
+    """float32 bytes of what is converted at once: the tensor, or one slice of a stacked one."""
+    return math.prod(t.shape[1:] if t.stacked else t.shape) * 4
+
+
+class _Stacked:
+    """A stacked tensor as gguf's write_tensor_data sees an array (`nbytes`, `tofile`): its slices are
+    read one by one, converted on the pool (at most `depth` at a time) and written in order, each
+    slice's bytes being the next rows of the 3-D tensor (quantization blocks run along the last axis,
+    so a slice's blocks are exactly its own). llama.cpp's converter instead stacks a layer's experts
+    into one tensor beside its sources (conversion/llama.py `_experts`, torch.stack)."""
+
+    def __init__(self, t: _Tensor, slices, pool, depth: int):
+        self.t, self.slices, self.pool, self.depth = t, slices, pool, max(1, depth)
+        self.nbytes = t.nbytes
+
+    def tofile(self, f) -> None:
+        part = _Tensor((), self.t.name, tuple(self.t.shape[1:]), self.t.qtype, 0, self.t.transform)
+        pending: deque = deque()
+        written = 0
+        for x in self.slices:
+            while len(pending) >= self.depth:
+                written += _write_array(f, pending.popleft().result())
+            pending.append(self.pool.submit(_convert, part, [x]))
+            del x
+        while pending:
+            written += _write_array(f, pending.popleft().result())
+        if written != self.nbytes:  # a bug, not bad input: the plan and the slices disagree
+            raise RuntimeError(f"{self.t.name}: wrote {written} bytes, planned {self.nbytes}")
+
+
+def _write_array(f, arr) -> int:
+    arr.tofile(f)
+    return arr.nbytes
+
+
 def _sources(ckpt, plan: list[_Tensor]):
-    """(plan entry, its source tensors) in plan order, one entry's tensors read at a time.
+    """(plan entry, its source tensors) in plan order, one entry's tensors read at a time; for a
+    stacked entry, an iterator that reads its slices one at a time as the writer asks for them.
 
     safetensors tensors are fetched one by one: each `get_tensor` maps the file and the mapping goes
     with the tensor, whereas `iter_tensors` keeps one mapping open per file, so every page it touched
@@ -498,18 +572,26 @@ def _sources(ckpt, plan: list[_Tensor]):
     """
     if not ckpt.pickle:
         for t in plan:
-            yield t, [ckpt.get_tensor(s) for s in t.srcs] if t.srcs else [t.data]
+            if t.stacked:
+                yield t, (ckpt.get_tensor(s) for s in t.srcs)
+            else:
+                yield t, [ckpt.get_tensor(s) for s in t.srcs] if t.srcs else [t.data]
         return
     stream, waiting = ckpt.iter_tensors(), {}
+
+    def take(src: str):
+        while src not in waiting:
+            name, x = next(stream)
+            waiting[name] = x  # tensors the plan drops (rotary inv_freq) are overwritten or left
+        return waiting.pop(src)
+
     for t in plan:
         if not t.srcs:
             yield t, [t.data]
-            continue
-        for src in t.srcs:
-            while src not in waiting:
-                name, x = next(stream)
-                waiting[name] = x  # tensors the plan drops (rotary inv_freq) are overwritten or left
-        yield t, [waiting.pop(src) for src in t.srcs]
+        elif t.stacked:
+            yield t, (take(src) for src in t.srcs)
+        else:
+            yield t, [take(src) for src in t.srcs]
 
 
 def _convert(t: _Tensor, xs: list):
@@ -556,7 +638,6 @@ def _add_metadata(w, arch, quant: str, meta: ArtifactMeta, n_params: int) -> Non
         if meta.base_model_url:
             w.add_base_model_repo_url(0, meta.base_model_url)
     w.add_quantized_by(meta.quantized_by)
-    w.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
     arch.gguf_parameters(w)  # the model's hyperparameters, as its family writes them
     w.add_file_type(QUANTS[quant][1])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -645,6 +726,16 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     return out
 
 
+def run_routing(artifact_dir: Path, record: dict, token_ids: list[list[int]]):
+    """The experts llama.cpp runs per token and sparse layer, read from its graph (gguf_routing.py)."""
+    from llmbuild.targets import gguf_routing
+
+    need = max(len(t) for t in token_ids)
+    llm = _llama(Path(artifact_dir) / record["file"], _n_ctx(record, need, need + 8))
+    e = record["experts"]
+    return [gguf_routing.routing(llm._model.model, ids, e["count"], e["used"]) for ids in token_ids]
+
+
 def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
              threads: int = 2, timings: dict | None = None) -> list[int]:
     """Greedy decoding in llama.cpp with its KV cache: the prompt in one batch, then one token per step.
@@ -680,12 +771,16 @@ class Gguf(Backend):
     runtime = Runtime(RUNTIME_DIST, "llama_cpp", INSTALL_HINT)
     path_options = PATH_OPTIONS
     card_library = "gguf"
+    no_routing = None  # llama.cpp's graph names the experts it picks (gguf_routing.py)
 
     def check_options(self, options, key):
         check_options(options, key)
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, model_dir, key)
+
+    def check_family(self, options, cls, key):
+        check_family(options, cls, key)
 
     def precision(self, options):
         return precision(options)
@@ -710,6 +805,9 @@ class Gguf(Backend):
 
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
+
+    def run_routing(self, artifact_dir, record, token_ids):
+        return run_routing(artifact_dir, record, token_ids)
 
     def usage(self, target, record, files):
         path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
