@@ -39,6 +39,7 @@ logits between 16 and 32 to steps of 1/64.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from pathlib import Path
 
 from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_quant
+from llmbuild.targets import onnx_moe, onnx_quant
 from llmbuild.targets.base import Backend, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
@@ -68,6 +69,7 @@ PROTOBUF_LIMIT = 2 << 30  # bytes: protobuf cannot serialize a message larger th
 AUTO_EXTERNAL_ABOVE = 1.5e9  # bytes of weights: auto keeps a margin below the limit for the graph itself
 DATA_FILE = "model.onnx.data"
 CHUNK_ELEMENTS = 1 << 22  # elements converted at a time: 16 MB of float32 beside the source tensor
+ITEMSIZE = {1: 4, 10: 2, 2: 1}  # bytes per element of onnx.TensorProto FLOAT, FLOAT16, UINT8
 ALIGN = 64  # external tensor offsets: a runtime that maps the file can use each weight in place
 
 # Gates against the fp32 transformers model. fp32 differs only in summation order: the tiny test
@@ -130,6 +132,15 @@ def check_model(options, arch, key: str) -> None:
                                f"{nbytes / 1e9:.1f} GB, too close to protobuf's 2 GB limit; use auto or always")
 
 
+def check_family(options, cls, key: str) -> None:
+    """What the graph cannot do for a family's experts: int8 (onnxruntime's dynamic quantization acts on
+    MatMul nodes; an 8-bit QMoE on CPU did not reproduce its own dequantized weights here), so a
+    mixture of experts quantizes with int4 (QMoE) or stays fp32/fp16."""
+    if cls.mixture_of_experts and getattr(options, "quant", "none") == "int8":
+        raise InvalidInput(f"{key}.quant: int8 is not applied to the experts of a mixture of experts "
+                           f"({cls.hf_names[0]}); use quant int4 (onnxruntime's QMoE) or dtype fp32/fp16")
+
+
 def check(options, hf_config: dict, key: str) -> None:
     """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
     from llmbuild.archs import for_config
@@ -167,19 +178,29 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     elem = onnx.TensorProto.FLOAT if options.dtype == "fp32" else onnx.TensorProto.FLOAT16
     itemsize = 4 if options.dtype == "fp32" else 2
     tensors, weight_of = _plan(ckpt, arch)
-    n_params = sum(math.prod(shape) for _, shape in tensors)
+    # a mixture of experts' stacked expert initializers, streamed expert by expert (onnx_moe.py)
+    quant = getattr(options, "quant", "none")
+    experts = (onnx_moe.initializers(ckpt, arch, options.dtype, quant, options.block_size)
+               if arch.mixture_of_experts else [])
+    n_params = sum(math.prod(shape) for _, shape in tensors) + sum(e.params for e in experts)
     nbytes = n_params * itemsize
     external = options.external_data == "always" or (options.external_data == "auto" and nbytes > AUTO_EXTERNAL_ABOVE)
     if not external and nbytes > PROTOBUF_LIMIT - (64 << 20):
         raise InvalidInput(f"external_data: never, but the {options.dtype} weights are {nbytes / 1e9:.2f} GB, "
                            "over protobuf's 2 GB limit; use auto or always")
-    graph = _graph(arch, elem, weight_of)
+    graph = _graph(arch, elem, weight_of, quant, options.block_size, options.accuracy_level)
     inits = [onnx.TensorProto(name=name, dims=shape, data_type=elem) for name, shape in tensors]
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", options.opset)],
-                                   producer_name="llmbuild", producer_version=_version())
-    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    inits += [onnx.TensorProto(name=e.name, dims=e.dims, data_type=e.data_type) for e in experts]
+    opsets = [onnx.helper.make_opsetid("", options.opset)]
+    if experts:
+        opsets.append(onnx.helper.make_opsetid(onnx_moe.MS_DOMAIN, 1))
+    model = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="llmbuild", producer_version=_version())
+    # the contrib domain has no IR-version table in onnx: the standard opset decides
+    model.ir_version = onnx.helper.find_min_ir_version_for([o for o in model.opset_import if o.domain == ""])
     onnx.helper.set_model_props(model, _metadata(meta, options.dtype))
     stream = _tensor_chunks(ckpt, [name for name, _ in tensors], options.dtype, progress)
+    if experts:
+        stream = itertools.chain(stream, ((e.name, e.chunks()) for e in experts))
     if external:
         _write_external(out_dir, model, inits, stream)
     else:
@@ -202,6 +223,9 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "bits_per_weight": 8 * nbytes / n_params,
         "num_parameters": n_params,
         "bytes": sum((out_dir / f).stat().st_size for f in model_files),
+        **({"experts": {"count": arch.expert_count, "used": arch.experts_per_token,
+                        "weights": "int4 QMoE" if quant == "int4" else f"{options.dtype} MoE"},
+            "keep_float": onnx_moe.keep_float(arch)} if experts else {}),
     })
 
 
@@ -232,7 +256,8 @@ def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
             raise InvalidInput(f"{ckpt.dir}: tensor {n!r} is {dtype}; the onnx backend reads float32, float16 "
                                "and bfloat16 checkpoints")
     weight_of = {n: n for n in used} | {head: embed if tied else head}
-    return [(n, shape) for n, (shape, _) in found.items() if n in used], weight_of
+    stacked = arch.expert_sources()  # written by onnx_moe as stacked initializers
+    return [(n, shape) for n, (shape, _) in found.items() if n in used and n not in stacked], weight_of
 
 
 def _tensor_chunks(ckpt, names: list[str], dtype: str, progress: Progress):
@@ -302,7 +327,7 @@ def _write_embedded(path: Path, model, inits, stream) -> None:
 
     heads, data_len = {}, 0
     for t in inits:
-        n = math.prod(t.dims) * (4 if t.data_type == onnx.TensorProto.FLOAT else 2)
+        n = math.prod(t.dims) * ITEMSIZE[t.data_type]
         meta = t.SerializeToString() + field_head(onnx.TensorProto, "raw_data", n)
         heads[t.name] = field_head(onnx.GraphProto, "initializer", len(meta) + n) + meta
         data_len += n
@@ -327,7 +352,8 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _graph(arch, elem: int, weight_of: dict[str, str]):
+def _graph(arch, elem: int, weight_of: dict[str, str], quant: str = "none", block_size: int = 32,
+           accuracy_level: int = 4):
     """The decoder as an ONNX GraphProto whose weight initializers are added by the writer."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -401,6 +427,7 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
         masks[w] = op("Where", [v, no_bias, hidden_value], f"mask_{w or 'full'}")
 
     attn_2d = const("attn_2d_shape", np.array([-1, arch.heads * hd], np.int64))
+    routing: list[str] = []
     for i in range(arch.layers):
         L = arch.layer(i)
         p = f"model.layers.{i}"
@@ -419,6 +446,11 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
         y = op("Reshape", [y, attn_2d], f"{p}.attn_2d")
         h = op("Add", [h, linear(y, L.o)], f"{p}.attn_residual")
         x = rms_norm(h, L.ffn_norm)
+        if L.moe is not None:  # a mixture of experts in place of the MLP (onnx_moe.py)
+            y, route = onnx_moe.block(op, const, linear, x, L, arch, elem, quant, block_size, accuracy_level, shape3)
+            routing.append(route)
+            h = op("Add", [h, y], f"{p}.mlp_residual")
+            continue
         gate = linear(x, L.gate)
         silu = op("Mul", [gate, op("Sigmoid", [gate], f"{p}.mlp.sigmoid")], f"{p}.mlp.silu")
         mlp = op("Mul", [silu, linear(x, L.up)], f"{p}.mlp.gated")
@@ -439,6 +471,9 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, kv_shape))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", elem, present_shape))
+    for name in routing:
+        top_k = arch.experts_per_token
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.INT64, ["batch_size", "sequence_length", top_k]))
     return helper.make_graph(nodes, "llmbuild-decoder", inputs, outputs, initializer=consts)
 
 
@@ -482,6 +517,25 @@ def _session(path: Path, provider: str):
     return _SESSIONS[key]
 
 
+def run_routing(artifact_dir: Path, record: dict, token_ids: list[list[int]]):
+    """The experts the graph runs per token and sparse layer: its `routing.N` outputs, [layers, seq, k]."""
+    import numpy as np
+
+    sess = _session(Path(artifact_dir) / "model.onnx", record.get("execution_provider", "cpu"))
+    pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
+    names = sorted((o.name for o in sess.get_outputs() if o.name.startswith("routing.")),
+                   key=lambda n: int(n.split(".")[1]))
+    out = []
+    for ids in token_ids:
+        feed = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
+                "position_ids": np.arange(len(ids), dtype=np.int64)[None],
+                **{i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), kv_type) for i in pasts}}
+        res = sess.run(names, feed)
+        out.append(np.sort(np.stack([r[0] for r in res]), axis=-1).astype(np.int32))
+    return out
+
+
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
     """onnxruntime's logits [seq, vocab] (float32) for each probe, every position, batch 1.
 
@@ -520,12 +574,19 @@ class Onnx(Backend):
     tools = TOOLS
     runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
     card_library = "onnx"
+    no_routing = None  # the graph outputs the experts its routers pick (onnx_moe.py)
 
     def check_options(self, options, key):
         check_options(options, key)
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+
+    def check_family(self, options, cls, key):
+        check_family(options, cls, key)
+
+    def run_routing(self, artifact_dir, record, token_ids):
+        return run_routing(artifact_dir, record, token_ids)
 
     def precision(self, options):
         return precision(options)
