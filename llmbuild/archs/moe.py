@@ -258,22 +258,17 @@ class Moe:
         per_layer = [m for i in range(self.layers) for m in (self.layer(i).moe.router, self.layer(i).moe.shared_gate) if m]
         return (self.LM_HEAD, self.EMBED, *per_layer)
 
-    def hf_layer_state(self, i: int, get) -> dict:
+    def hf_layer_state(self, i: int, get, available) -> dict:
         """The state dict of transformers' decoder layer `i` (fused experts) from checkpoint tensors
-        (`get(name)`): each expert's gate and up stacked into gate_up_proj [E, 2I, H], its down into
-        down_proj [E, H, I], the router renamed; the fused tensors are filled one expert at a time."""
+        (`get(name)`; `available`: the checkpoint's tensor names): each expert's gate and up stacked
+        into gate_up_proj [E, 2I, H], its down into down_proj [E, H, I], the router renamed; the fused
+        tensors are filled one expert at a time."""
         import torch
 
         p = f"model.layers.{i}."
         b = self.layer(i).moe
-        names = self.expert_sources()
-        state = {}
-        for n in self.expected_tensors(True)[0] + self.expected_tensors(True)[1]:
-            if n.startswith(p) and n not in names and n != f"{b.router}.weight":
-                try:
-                    state[n[len(p):]] = get(n)
-                except KeyError:
-                    continue  # an optional bias the checkpoint does not have
+        skip = self.expert_sources() | {f"{b.router}.weight"}
+        state = {n[len(p):]: get(n) for n in available if n.startswith(p) and n not in skip and not self.ignored(n)}
         state[f"{self.HF_ROUTER}.weight"] = get(f"{b.router}.weight")
         inter, h, n_e = self.expert_intermediate, self.hidden, self.expert_count
         gate_up = down = None
