@@ -34,7 +34,7 @@ def expert_stats(layer, arch, i: int, x, top_k_index) -> dict:
     import torch
 
     experts = layer.get_submodule(arch.EXPERTS_MODULE)
-    gate_up, down = experts.gate_up_proj.detach(), experts.down_proj.detach()
+    gate_up = experts.gate_up_proj.detach()
     inter = arch.expert_intermediate
     x = x.reshape(-1, x.shape[-1]).float()
     idx = top_k_index.reshape(x.shape[0], -1)
