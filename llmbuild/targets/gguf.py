@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmbuild.errors import InvalidInput
+from llmbuild.targets import ggml_quant, safetensors_np
 from llmbuild.targets.base import Backend, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 from llmbuild.targets.gguf_vocab import read_vocab
@@ -118,6 +119,9 @@ DEFAULT_GATES = {
 # in F32 and llama-quantize skips "ffn_gate_inp.weight" (llama-quant.cpp): a rounded router picks other
 # experts, which no later layer can undo.
 ROUTER_TENSORS = ("ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
+
+# Large matrices (embedding, output) are read and converted in row blocks of about this many float32 bytes
+ROW_BLOCK_BYTES = 16 << 20
 
 # Rows per quantization call are capped at about this many elements: gguf-py's block quantizers make
 # several float32 temporaries of their input, which must not be the size of a 128k-token embedding.
@@ -242,6 +246,7 @@ class _Tensor:
     transform: object = None  # numpy arrays of srcs -> the values written; None: the one source as is
     data: object = None  # the values of a computed tensor
     stacked: bool = False  # srcs are the slices of the first axis (experts): written one at a time
+    c_quant: bool = False  # quantized by llama.cpp's C functions (ggml_quant.py), else by gguf-py
 
 
 def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress) -> dict:
@@ -250,8 +255,13 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     threads = options.threads or _cores()
     t0 = time.monotonic()
     if not uses_llama_cpp(options):
-        vocab, n_params = _write(ckpt, options.quant, path, meta, threads, progress)
-        quantizer = {"name": "gguf-py", "version": _version("gguf")}
+        # the same bytes either way (tests/targets/test_gguf.py): llama.cpp's C block quantizers where
+        # llama-cpp-python is installed (quantizer auto), gguf-py's numpy ones otherwise
+        c_quant = options.quantizer == "auto" and ggml_quant.available() and QUANTS[options.quant][0] in ggml_quant.TYPES
+        vocab, n_params = _write(ckpt, options.quant, path, meta, threads, progress, c_quant)
+        quantizer = ({"name": "llama.cpp ggml_quantize_chunk (llama-cpp-python's libggml)",
+                      "version": _version("llama-cpp-python")} if c_quant else
+                     {"name": "gguf-py", "version": _version("gguf")})
         extra = {}
     else:
         # llama.cpp quantizes from a float GGUF: F16 when every matrix is stored in F16 (the usual
@@ -299,7 +309,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     }
 
 
-def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress):
+def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress, c_quant: bool = False):
     """Convert the checkpoint into a GGUF of a type gguf-py makes; returns (vocab, parameter count)."""
     import gguf
     import numpy as np
@@ -307,6 +317,8 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
     arch = ckpt.arch
     vocab = read_vocab(ckpt.dir, arch.vocab)  # first: a tokenizer llama.cpp cannot run fails fast
     plan = _plan(ckpt, quant)
+    for t in plan:
+        t.c_quant = c_quant and t.qtype.name in ggml_quant.TYPES
     writer = gguf.GGUFWriter(path, arch.gguf_arch)
     n_params = sum(math.prod(t.shape) for t in plan if t.srcs)
     # gguf's size label: "8x7B" for a mixture (GGUFWriter.get_total_parameter_count's split)
@@ -489,8 +501,9 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
 
     Tensors are written in plan order (gguf's write_tensor_data streams them in tensor-info order);
     reading ahead stops at a byte budget, so memory holds about the largest tensor plus a few layers.
-    A stacked tensor (a layer's experts) is written slice by slice instead (_write_stacked): memory
-    then holds a few expert matrices, never the layer's experts, and never them twice.
+    A stacked tensor (a layer's experts) and a large matrix (an embedding) are written slice by slice
+    instead (_Sliced): memory then holds a few expert matrices or row blocks, never a layer's experts
+    (let alone twice) or a vocabulary-sized matrix.
     """
     budget = max(max(_largest_part(t) for t in plan), 64 << 20)
     pending: deque = deque()
@@ -506,11 +519,13 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
         progress(done, len(plan), t.name)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gguf") as pool:
-        for t, x in _sources(ckpt, plan):
-            if t.stacked:
+        for t, x, sliced in _sources(ckpt, plan):
+            if sliced:
                 while pending:
                     write_oldest()
-                writer.write_tensor_data(_Stacked(t, x, pool, 2 * threads))
+                # a stacked tensor keeps at most half of its experts in flight, whatever the thread count
+                depth = min(2 * threads, max(1, len(t.srcs) // 2)) if t.stacked else 2 * threads
+                writer.write_tensor_data(_Sliced(t, x, pool, depth))
                 done += 1
                 progress(done, len(plan), t.name)
                 continue
@@ -525,23 +540,27 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
 
 
 def _largest_part(t: _Tensor) -> int:
-    """float32 bytes of what is converted at once: the tensor, or one slice of a stacked one."""
-    return math.prod(t.shape[1:] if t.stacked else t.shape) * 4
+    """float32 bytes of what is converted at once: the tensor, or one slice of a sliced one."""
+    if t.stacked:
+        return math.prod(t.shape[1:]) * 4
+    return min(math.prod(t.shape) * 4, ROW_BLOCK_BYTES) if _row_streamable(t) else math.prod(t.shape) * 4
 
 
-class _Stacked:
-    """A stacked tensor as gguf's write_tensor_data sees an array (`nbytes`, `tofile`): its slices are
-    read one by one, converted on the pool (at most `depth` at a time) and written in order, each
-    slice's bytes being the next rows of the 3-D tensor (quantization blocks run along the last axis,
-    so a slice's blocks are exactly its own). llama.cpp's converter instead stacks a layer's experts
-    into one tensor beside its sources (conversion/llama.py `_experts`, torch.stack)."""
+class _Sliced:
+    """A tensor as gguf's write_tensor_data sees an array (`nbytes`, `tofile`), made of slices of its first
+    axis (a stacked tensor's experts, or a matrix's row blocks): they are read one by one, converted on
+    the pool (at most `depth` at a time) and written in order, each slice's bytes being the next rows
+    of the tensor (quantization blocks run along the last axis, so a slice's blocks are exactly its
+    own). llama.cpp's converter instead stacks a layer's experts into one tensor beside its sources
+    (conversion/llama.py `_experts`, torch.stack)."""
 
     def __init__(self, t: _Tensor, slices, pool, depth: int):
         self.t, self.slices, self.pool, self.depth = t, slices, pool, max(1, depth)
         self.nbytes = t.nbytes
 
     def tofile(self, f) -> None:
-        part = _Tensor((), self.t.name, tuple(self.t.shape[1:]), self.t.qtype, 0, self.t.transform)
+        part = _Tensor((), self.t.name, tuple(self.t.shape[1:]), self.t.qtype, 0, self.t.transform,
+                       c_quant=self.t.c_quant)
         pending: deque = deque()
         written = 0
         for x in self.slices:
@@ -561,21 +580,30 @@ def _write_array(f, arr) -> int:
 
 
 def _sources(ckpt, plan: list[_Tensor]):
-    """(plan entry, its source tensors) in plan order, one entry's tensors read at a time; for a
-    stacked entry, an iterator that reads its slices one at a time as the writer asks for them.
+    """(plan entry, its source tensors, sliced) in plan order, one entry's tensors read at a time; for a
+    stacked entry and a large matrix (sliced), an iterator that reads its slices (experts, row blocks)
+    one at a time as the writer asks for them.
 
-    safetensors tensors are fetched one by one: each `get_tensor` maps the file and the mapping goes
-    with the tensor, whereas `iter_tensors` keeps one mapping open per file, so every page it touched
-    would stay in this process's resident set until the file is done. Pickled .bin files are loaded
-    whole by torch anyway; those are walked in file order, which is the plan's order, keeping aside
-    only tensors that an entry needs before its turn (several sources merged into one, e.g. experts).
+    safetensors tensors are read with numpy into buffers of their own (safetensors_np.py): no torch, and
+    no mapping whose touched pages would stay in this process's resident set. Pickled .bin files are
+    loaded whole by torch anyway; those are walked in file order, which is the plan's order, keeping
+    aside only tensors that an entry needs before its turn (several sources merged into one, e.g. experts).
     """
     if not ckpt.pickle:
+        # numpy reads, no torch (safetensors_np.py); a dtype it does not return goes through torch
+        read = safetensors_np.Reader(ckpt.index)
+
+        def get(src: str):
+            return read(src) if read.readable(src) else ckpt.get_tensor(src)
+
         for t in plan:
             if t.stacked:
-                yield t, (ckpt.get_tensor(s) for s in t.srcs)
+                yield t, (get(s) for s in t.srcs), True
+            elif _row_streamable(t) and read.readable(t.srcs[0]) and math.prod(t.shape) * 4 > ROW_BLOCK_BYTES:
+                step = max(1, ROW_BLOCK_BYTES // (t.shape[-1] * 4))
+                yield t, (read.rows(t.srcs[0], r, r + step) for r in range(0, t.shape[0], step)), True
             else:
-                yield t, [ckpt.get_tensor(s) for s in t.srcs] if t.srcs else [t.data]
+                yield t, [get(s) for s in t.srcs] if t.srcs else [t.data], False
         return
     stream, waiting = ckpt.iter_tensors(), {}
 
@@ -587,26 +615,30 @@ def _sources(ckpt, plan: list[_Tensor]):
 
     for t in plan:
         if not t.srcs:
-            yield t, [t.data]
+            yield t, [t.data], False
         elif t.stacked:
-            yield t, (take(src) for src in t.srcs)
+            yield t, (take(src) for src in t.srcs), True
         else:
-            yield t, [take(src) for src in t.srcs]
+            yield t, [take(src) for src in t.srcs], False
+
+
+def _row_streamable(t: _Tensor) -> bool:
+    """A matrix converted row block by row block: one source, no transform (rows stay independent)."""
+    return len(t.srcs) == 1 and t.transform is None and len(t.shape) == 2
 
 
 def _convert(t: _Tensor, xs: list):
     """torch tensors -> GGUF bytes (as a numpy array) for one plan entry."""
     import numpy as np
-    import torch
     from gguf.quants import quantize
 
-    # numpy has no bfloat16; float16/float32 go through without a copy
-    xs = [(x if x.dtype in (torch.float16, torch.float32) else x.float()).numpy() if isinstance(x, torch.Tensor)
-          else x for x in xs]
+    xs = [_numpy(x) for x in xs]
     x = t.transform(*xs) if t.transform else xs[0]
     if t.qtype.name in ("F32", "F16"):
         return quantize(x, t.qtype)  # a cast: no temporaries beyond its output
     rows = x.reshape(-1, x.shape[-1])
+    if t.c_quant:
+        return ggml_quant.quantize(rows, t.qtype)  # one pass in C, no temporaries
     step = max(1, CHUNK_ELEMENTS // rows.shape[1])
     out = None
     for r in range(0, rows.shape[0], step):
@@ -615,6 +647,19 @@ def _convert(t: _Tensor, xs: list):
             out = np.empty((rows.shape[0], q.shape[1]), dtype=q.dtype)
         out[r : r + step] = q
     return out
+
+
+def _numpy(x):
+    """A source tensor as numpy: bfloat16 widened to float32 (exactly), torch tensors (pickled checkpoints,
+    dtypes the numpy reader does not return) converted; float16/float32 go through without a copy."""
+    x = safetensors_np.widen(x)
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return (x if x.dtype in (torch.float16, torch.float32) else x.float()).numpy()
+    if (x.dtype.kind == "f" and x.dtype.itemsize > 4) or x.dtype.kind in "iub":
+        return x.astype("float32")
+    return x
 
 
 def _add_metadata(w, arch, quant: str, meta: ArtifactMeta, n_params: int) -> None:
