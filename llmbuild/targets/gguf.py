@@ -7,9 +7,13 @@ context a family without llama.cpp sliding-window support declares) comes from i
 object (llmbuild/archs: `gguf_parameters`, `gguf_tensors`), as convert_hf_to_gguf.py's model classes
 provide `set_gguf_parameters` and `modify_tensors`. Two quantizers, chosen per type (`QUANTS`,
 `LLAMA_CPP_QUANTS`):
-- gguf-py (numpy) writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly, with the converter's choice
-  of which tensors stay F32/F16, the `general.*` keys and the tokenizer (see gguf_vocab.py). Tensors are read, converted and quantized one at a time on a small
-  thread pool and written in order, so memory holds about one tensor, not the model.
+- gguf-py writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly, with the converter's choice
+  of which tensors stay F32/F16, the `general.*` keys and the tokenizer (see gguf_vocab.py). Tensors
+  are read with numpy (safetensors_np.py: no torch), converted and quantized one at a time on a small
+  thread pool and written in order, so memory holds about one tensor, not the model; a mixture of
+  experts' 3-D expert tensors are written one expert matrix at a time and large matrices in row
+  blocks (_Sliced). The block types are quantized by llama.cpp's own C functions where
+  llama-cpp-python is installed (ggml_quant.py; gguf-py's numpy quantizers otherwise): the same bytes.
 - llama.cpp's own quantizer (`llama_model_quantize` through llama-cpp-python, the code behind
   `llama-quantize`) makes the K-quants and i-quants, with its per-tensor type mix (Q4_K_M's Q6_K
   layers) and, optionally, an importance matrix computed from calibration text (gguf_imatrix.py). Its
@@ -132,7 +136,7 @@ CHUNK_ELEMENTS = 1 << 22
 class Options:
     backend: str = "gguf"
     quant: str = "q8_0"  # f32|f16|bf16|q8_0|q6_k|q5_k_m|q5_k_s|q5_0|q5_1|q4_k_m|q4_k_s|q4_0|q4_1|iq4_nl|iq4_xs|q3_k_l|q3_k_m|q3_k_s|q2_k: size vs fidelity (q8_0 ~1/4 of fp32, KLD ~1e-3; q4_k_m ~1/7, KLD ~0.03)
-    quantizer: str = "auto"  # auto: gguf-py for the types it makes, llama.cpp for the rest | gguf-py | llama.cpp (every type)
+    quantizer: str = "auto"  # auto: gguf-py's writer for the types it makes (llama.cpp's C block quantizers when installed: faster, same bytes), llama.cpp's quantizer for the rest | gguf-py (numpy only) | llama.cpp (every type)
     imatrix: Optional[str] = None  # calibration text -> importance matrix for llama.cpp's quantizer: better 2-5 bit files, costs a torch pass over the text
     imatrix_chunk: int = 512  # tokens per calibration chunk (llama-imatrix's context); capped at the model's context
     threads: int = 0  # worker threads for convert+quantize; 0 = all cores. More is faster, holds more tensors at once
