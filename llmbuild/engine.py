@@ -105,7 +105,7 @@ class Build:
             return None
         else:
             self.ui.say(f"[{name}] running")
-            entry = self.cache.run(kind, key, fn, commit=commit)
+            entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit)
             status = "run"
             self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
         self.stages.append({"stage": name, "key": key, "status": status,
@@ -154,9 +154,10 @@ class Build:
             model_dir = entry.out / rec["model_dir"]
         else:
             if m.source.value == "hub":
-                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc)
+                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc, m.trust_remote_code,
+                                          self.warnings)
             else:
-                rec = acquire.acquire_local(m.path, m.allow_pickle, sc)
+                rec = acquire.acquire_local(m.path, m.allow_pickle, sc, m.trust_remote_code, self.warnings)
             model_dir = Path(rec["model_dir"])
             self.ui.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
             self.stages.append({"stage": "acquire", "key": rec["model_digest"], "status": "checked",
@@ -371,6 +372,17 @@ class Build:
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
 
+def _with_pause_point(name: str, fn):
+    """fn, preceded by the test-only pause point (llmbuild/testhooks.py; inert unless its variables are set)."""
+    from llmbuild.testhooks import pause_point
+
+    def run(out: Path):
+        pause_point(name, out)
+        return fn(out)
+
+    return run
+
+
 def _eval_line(rec: dict) -> str:
     """The evaluation in one console line."""
     parts = []
@@ -450,6 +462,9 @@ def run_build(bc: BuildConfig) -> int:
         cache.stat_cache.save()
         if build_dir.exists():
             try:
+                from llmbuild.testhooks import pause_point
+
+                pause_point("document")
                 document.write_all(b, status=status, error=error, seconds=time.time() - started,
                                    tools=tool_versions(_all_tools(bc)), host=_host())
             finally:
