@@ -323,8 +323,9 @@ def check_remote_code(model_dir: Path, config: dict, trust_remote_code: bool) ->
 
 
 def _remote_code_message(path: Path, auto_map, what: str) -> str:
-    names = sorted({str(v) for v in (auto_map.values() if isinstance(auto_map, dict) else auto_map)
-                    if isinstance(v, str)})
+    values = list(auto_map.values()) if isinstance(auto_map, dict) else list(auto_map)
+    flat = [x for v in values for x in (v if isinstance(v, list) else [v])]  # AutoTokenizer: [slow, fast]
+    names = sorted({x for x in flat if isinstance(x, str)})
     return (f"{path}: auto_map needs the checkpoint's own Python code ({', '.join(names)[:200]}) because "
             f"transformers has no class for {what}, and model.trust_remote_code is false; "
             "model.trust_remote_code=true would import and run that code on this machine with your rights: "
@@ -388,8 +389,9 @@ def check_vocabulary(ckpt: Checkpoint) -> list[str]:
     else:
         return []
     if highest >= rows:
+        past = f"id {rows}" if highest == rows else f"ids {rows}..{highest}"
         raise InvalidInput(f"{tok_file}: the tokenizer has token ids up to {highest}, but {what} {rows} rows: "
-                           f"ids {rows}..{highest} have no embedding")
+                           f"{past} would index past the embedding")
     unused = rows - (highest + 1)
     if unused > rows // 2:
         return [f"{tok_file}: the tokenizer uses {highest + 1} of the embedding's {rows} rows; the other {unused} "

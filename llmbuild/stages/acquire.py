@@ -85,6 +85,7 @@ def check_finite(ckpt: Checkpoint, files: dict, stat_cache: StatCache) -> None:
         memo[weights] = True
         tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
         try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(memo))
             os.replace(tmp, memo_path)
         except OSError:
