@@ -423,3 +423,70 @@ def nonfinite(ckpt: Checkpoint) -> tuple[str, Path, int, int] | None:
                 return name, ckpt.index[name], nan, int(torch.isinf(whole).sum())
         del t, flat
     return None
+
+
+# -- chat template ------------------------------------------------------------------------------------
+_SAMPLE_CHAT = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]
+
+
+def chat_templates(model_dir: Path) -> list[tuple[Path, str]]:
+    """The chat templates a checkpoint ships: chat_template.jinja, or tokenizer_config.json's
+    `chat_template` (a string, or a list of {name, template} as transformers reads it)."""
+    out = []
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        out.append((jinja, jinja.read_text(encoding="utf-8", errors="replace")))
+    tc = model_dir / "tokenizer_config.json"
+    if tc.is_file():
+        data = read_json(tc, "tokenizer_config.json")
+        t = data.get("chat_template") if isinstance(data, dict) else None
+        if isinstance(t, str):
+            out.append((tc, t))
+        elif isinstance(t, list):
+            out += [(tc, x["template"]) for x in t if isinstance(x, dict) and isinstance(x.get("template"), str)]
+    return out
+
+
+def check_chat_template(model_dir: Path) -> None:
+    """Render each shipped chat template once, in transformers' sandbox, on a sample conversation.
+
+    A template that tries to leave the Jinja sandbox (reaching Python objects through attributes,
+    as in `''.__class__.__mro__`) or does not parse is refused before any stage renders it; one that
+    only rejects the sample (`raise_exception` on roles it does not take) is left to the real renders,
+    which are sandboxed too (llmbuild.finetune.data.render_chat)."""
+    found = chat_templates(model_dir)
+    if not found:
+        return
+    from jinja2 import nodes
+    from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    env = ImmutableSandboxedEnvironment()
+    for path, template in found:
+        try:
+            tree = env.parse(template)
+        except TemplateSyntaxError as e:
+            raise InvalidInput(f"{path}: the chat template does not parse (line {e.lineno}: {e.message})") from None
+        # the sandbox answers `x.__class__` with an empty value rather than an error; a template that
+        # asks for a private attribute at all is trying to reach Python objects, and no chat needs that
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            name = node.attr if isinstance(node, nodes.Getattr) else (
+                node.arg.value if isinstance(node.arg, nodes.Const) else None)
+            if isinstance(name, str) and name.startswith("_"):
+                raise InvalidInput(sandbox_message(path, Exception(f"line {node.lineno} reads attribute {name!r}")))
+        try:
+            render_jinja_template([_SAMPLE_CHAT], chat_template=template, add_generation_prompt=True,
+                                  bos_token="<s>", eos_token="</s>")
+        except SecurityError as e:
+            raise InvalidInput(sandbox_message(path, e)) from None
+        except TemplateSyntaxError as e:
+            raise InvalidInput(f"{path}: the chat template does not parse (line {e.lineno}: {e.message})") from None
+        except (TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError):
+            continue  # the sample did not suit it; the real conversations are rendered in the sandbox too
+
+
+def sandbox_message(where, e: Exception) -> str:
+    return (f"{where}: the chat template tries to leave the Jinja sandbox ({str(e).splitlines()[0][:160]}); "
+            "refused: llmbuild renders chat templates only in jinja2's ImmutableSandboxedEnvironment, as transformers does")

@@ -323,3 +323,14 @@ def test_empty_finetune_golden_set(ws, tmp_path):
     data = REPO / "data" / "finetune" / "facts-train.jsonl"
     assert_bad(ws, ["recipe=tiny", "finetune=lora", f"finetune.datasets=[{{path: {data}, shape: chat, license: cc0-1.0}}]",
                     f"finetune.golden={f}"], 2, "finetune.golden", str(f))
+
+
+# -- code execution -----------------------------------------------------------------------------------
+def test_chat_template_trying_to_leave_the_sandbox(ws, tmp_path):
+    d = local_model(ws, "ssti")
+    flag = tmp_path / "template-ran"
+    (d / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        f"{{{{ cycler.__init__.__globals__.os.system('touch {flag}') }}}}")
+    assert_bad(ws, local_args(d), 2, "chat_template.jinja", "tries to leave the Jinja sandbox", "reads attribute")
+    assert not flag.exists()

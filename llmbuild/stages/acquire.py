@@ -25,6 +25,7 @@ from pathlib import Path
 from llmbuild.checkpoint import (
     TOKENIZER_FILES,
     Checkpoint,
+    check_chat_template,
     check_remote_code,
     check_vocabulary,
     nonfinite,
@@ -96,6 +97,7 @@ def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: st
              trust_remote_code: bool = False, warnings: list | None = None) -> dict:
     ckpt = open_checkpoint(model_dir, allow_pickle=allow_pickle, key=key)
     check_remote_code(model_dir, ckpt.config, trust_remote_code)
+    check_chat_template(model_dir)
     vocab_warnings = check_vocabulary(ckpt)
     files = {p.relative_to(model_dir).as_posix(): {"sha256": stat_cache.digest(p), "size": p.stat().st_size}
              for p in model_files(model_dir, ckpt.weight_files)}
