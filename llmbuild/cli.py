@@ -166,6 +166,11 @@ def _task(cfg) -> int:
         print(f"llmbuild: error: {e}", file=sys.stderr)
         code = e.exit_code
     except Exception as e:  # a bug: one line here, the traceback in the build log
+        if _disk_full(e):
+            # a disk that filled outside a stage (the build folder's documents): the environment, not a bug
+            print(f"llmbuild: error: {e.filename or 'the outputs folder'}: {e.strerror}", file=sys.stderr)
+            _results.append(2)
+            return 2
         from llmbuild.ui import log_bug
 
         where = log_bug(e)
@@ -174,6 +179,12 @@ def _task(cfg) -> int:
         code = 1
     _results.append(code)
     return code
+
+
+def _disk_full(e: Exception) -> bool:
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _library_environment() -> None:

@@ -11,6 +11,7 @@ nothing that came before.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.metadata
 import json
 import os
@@ -105,7 +106,14 @@ class Build:
             return None
         else:
             self.ui.say(f"[{name}] running")
-            entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit)
+            try:
+                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # Cache.run removed the partial output: name the file, keep no entry (exit 2)
+                raise InvalidInput(f"{e.filename or self.cache.root}: no space left on device while {name} wrote it; "
+                                   f"the partial output was removed and the cache keeps no entry for {name}") from None
             status = "run"
             self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
         self.stages.append({"stage": name, "key": key, "status": status,
