@@ -121,8 +121,10 @@ def _composition_error(recipe_file: Path, overrides: list[str], e: Exception) ->
             name = re.search(r"'([^']+)'", first)
             return f"{recipe_file.name}: {name.group(1) if name else first} names no config{options}"
         if isinstance(c, OverrideParseException):
-            what = str(c).splitlines()[0].removesuffix(": None").rstrip(".")
-            return f"{c.override or 'override'}: not a valid override ({what})"
+            lines = [x for x in str(c).splitlines() if x.strip()]
+            what = (lines[0] if lines else type(c).__name__).removesuffix(": None").rstrip(".")
+            shown = c.override if c.override and c.override.isprintable() else repr(c.override or "")
+            return f"{shown}: not a valid override ({what})"
         if isinstance(c, ConfigCompositionException) and "must be a DictConfig" in str(c):
             return (f"{recipe_file}: a recipe must be a YAML mapping (defaults:, model:, targets: ...), "
                     f"not {'a list' if 'ListConfig' in str(c) else 'a single value'}")
