@@ -132,6 +132,11 @@ def test_pickled_weights_are_loaded_without_running_code(model, tmp_path):
         open_checkpoint(model)
     with pytest.raises(InvalidInput, match="pytorch_model.bin: cannot be read as a PyTorch state dict"):
         open_checkpoint(model, allow_pickle=True)
+    # the loader of every torch stage (reference, evaluation, fine-tuning): transformers, weights_only too
+    from transformers.modeling_utils import load_state_dict
+
+    with pytest.raises(Exception):  # noqa: B017  (torch's UnpicklingError, wrapped by transformers)
+        load_state_dict(str(model / "pytorch_model.bin"))
     assert not flag.exists()
 
 
