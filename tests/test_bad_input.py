@@ -315,6 +315,7 @@ def test_empty_golden_set(ws, tmp_path):
     assert_bad(ws, ["recipe=tiny", f"eval.golden={f}"], 2, "eval.golden", str(f), "no records")
 
 
+@pytest.mark.slow  # the fine-tuning stage reads its data first: ~10 s
 def test_empty_finetune_golden_set(ws, tmp_path):
     from tests.helpers import REPO
 

@@ -51,6 +51,8 @@ def test_export_on_a_full_disk(built, target, kind, suffix):
     assert entries(cwd, kind) == had  # no entry for the failed export
     assert not [p for p in (cwd / "outputs" / ".cache" / "tmp").rglob("*") if p.is_file()]  # partial file removed
     assert latest(cwd) == before and {p: p.stat().st_mtime_ns for p in before.rglob("*") if p.is_file()} == before_files
+    if kind != "export-gguf":
+        return  # one backend is enough for the rest: the stage runner is the same for all
     # the disk has room again: the same command builds, reusing everything before the export
     proc = run_cli(["recipe=tiny", corpus_override(), "~targets.onnx32", target,
                     "+targets.full.quant=f32" if "gguf" in target else "+targets.full.dtype=fp32"], cwd)
