@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _library_environment()
-    if threading_main():
+    if _in_main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = _main(argv)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-def threading_main() -> bool:
+def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
