@@ -9,6 +9,7 @@ option value fails before any work. Nothing past `typed_config` reads raw OmegaC
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -190,6 +191,30 @@ def _one_line(e: Exception) -> str:
     return f"{key}: {msg}" if key and key not in msg else msg
 
 
+# the range each gate's figure can take: a limit outside it could never pass (or never fail)
+GATE_RANGES = {
+    "min_top1": (0.0, 1.0),  # a share of positions
+    "min_acc": (0.0, 1.0),  # a multiple-choice accuracy
+    "min_golden_em": (0.0, 1.0),  # a share of golden answers
+    "max_kld": (0.0, math.inf),  # KL divergence is never negative
+    "max_abs_diff": (0.0, math.inf),  # an absolute difference
+    "max_ppl_ratio": (1.0, math.inf),  # below 1 would ask the artifact to beat its own source
+}
+
+
+def check_gates(gates, key: str) -> None:
+    """Every gate that is set lies in its figure's range (a plan-time check: exit 2 naming the gate)."""
+    if gates is None:
+        return
+    for name, (lo, hi) in GATE_RANGES.items():
+        v = getattr(gates, name, None)
+        if v is None:
+            continue
+        if math.isnan(v) or not lo <= v <= hi:  # inf passes for a max_* gate: no limit
+            span = f"{lo:g} to {hi:g}" if hi != math.inf else f"{lo:g} or more"
+            raise InvalidInput(f"{key}.{name}: {v:g} is outside the gate's range ({span})")
+
+
 def typed_config(cfg: DictConfig) -> BuildConfig:
     """Turn the composed config into a BuildConfig, validating each target against its backend's
     options and recipe-only checks."""
@@ -223,6 +248,7 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
             known = ", ".join(f for f in backend.Options.__dataclass_fields__)
             raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
                                f"{backend.name}: {known})") from None
+        check_gates(getattr(options, "gates", None), f"{key}.gates")
         for opt in backend.path_options:
             setattr(options, opt, resolve_path(getattr(options, opt)))
         backend.check_options(options, key)

@@ -11,6 +11,7 @@ nothing that came before.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.metadata
 import json
 import os
@@ -117,7 +118,14 @@ class Build:
             return None
         else:
             self.ui.say(f"[{name}] running")
-            entry = self.cache.run(kind, key, fn, commit=commit)
+            try:
+                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # Cache.run removed the partial output: name the file, keep no entry (exit 2)
+                raise InvalidInput(f"{e.filename or self.cache.root}: no space left on device while {name} wrote it; "
+                                   f"the partial output was removed and the cache keeps no entry for {name}") from None
             status = "run"
             self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
         self.stages.append({"stage": name, "key": key, "status": status,
@@ -171,9 +179,10 @@ class Build:
             model_dir = entry.out / rec["model_dir"]
         else:
             if m.source.value == "hub":
-                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc)
+                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc, m.trust_remote_code,
+                                          self.warnings)
             else:
-                rec = acquire.acquire_local(m.path, m.allow_pickle, sc)
+                rec = acquire.acquire_local(m.path, m.allow_pickle, sc, m.trust_remote_code, self.warnings)
             model_dir = Path(rec["model_dir"])
             self.ui.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
             self.stages.append({"stage": "acquire", "key": rec["model_digest"], "status": "checked",
@@ -387,6 +396,17 @@ class Build:
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
 
+def _with_pause_point(name: str, fn):
+    """fn, preceded by the test-only pause point (llmbuild/testhooks.py; inert unless its variables are set)."""
+    from llmbuild.testhooks import pause_point
+
+    def run(out: Path):
+        pause_point(name, out)
+        return fn(out)
+
+    return run
+
+
 def _eval_line(rec: dict) -> str:
     """The evaluation in one console line."""
     parts = []
@@ -466,6 +486,9 @@ def run_build(bc: BuildConfig) -> int:
         cache.stat_cache.save()
         if build_dir.exists():
             try:
+                from llmbuild.testhooks import pause_point
+
+                pause_point("document")
                 document.write_all(b.result(status, error, time.time() - started, tool_versions(_all_tools(bc)),
                                             _host()))
             finally:
