@@ -65,6 +65,7 @@ class Tail:
             except BadRecord as e:
                 skipped.append((where, str(e)))
                 continue
+            skipped.extend(self.reader.take_skips(where))
             got.extend(ex)
         self.stats["records"] += len(got)
         self.stats["skipped"] += len(skipped)

@@ -168,9 +168,15 @@ class Reader:
 
     def __init__(self, defaults: Defaults):
         self.d = defaults
+        self.line_skips: list[str] = []  # reasons for parts of the last line that were unusable (OTLP spans)
 
     def feed(self, line: str, where: str) -> list[Exchange]:
         raise NotImplementedError
+
+    def take_skips(self, where: str) -> list[tuple[str, str]]:
+        out = [(where, why) for why in self.line_skips]
+        self.line_skips = []
+        return out
 
     def finish(self) -> list[tuple[str, str]]:
         """(where, reason) for records still waiting for their other half."""
@@ -316,7 +322,10 @@ class OTLPReader(Reader):
             resource = _attributes((rs.get("resource") or {}).get("attributes"))
             for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
                 for span in ss.get("spans") or []:
-                    out.extend(self._span(span, resource, where))
+                    try:
+                        out.extend(self._span(span, resource, where))
+                    except BadRecord as e:  # one bad span does not lose the others of its export
+                        self.line_skips.append(str(e))
         return out
 
     def _span(self, span: dict, resource: dict, where: str) -> list[Exchange]:
@@ -537,6 +546,9 @@ def read_logs(paths: list[str], fmt: str, defaults: Defaults) -> ReadResult:
                         result.skipped.append((where, str(e)))
                         stats["skipped"] += 1
                         continue
+                    parts = reader.take_skips(where)
+                    result.skipped.extend(parts)
+                    stats["skipped"] += len(parts)
                     result.exchanges.extend(got)
                     stats["records"] += len(got)
         except UnicodeDecodeError as e:
