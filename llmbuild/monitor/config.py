@@ -89,7 +89,9 @@ class ThresholdsConfig:
     # cautious: breach when the interval reaches past it (early alerts, more false alarms)
     mode: str = "confident"
     confidence: float = 0.95  # of the Wilson intervals; higher is wider and alerts later
-    budgets: Dict[str, Budget] = field(default_factory=dict)
+    # {metric: {min: x} | {max: x}}; a free mapping so `+thresholds.budgets.citation_rate.max=0.8` adds one
+    # (checked by check_thresholds: known metric, only min/max, values in 0-1)
+    budgets: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +181,7 @@ def log_paths(logs: Any) -> list[str]:
 
 
 def _unit(value: float, key: str) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise InvalidInput(f"{key}: {value} is outside 0-1")
 
 
@@ -226,15 +228,19 @@ def check_thresholds(t: ThresholdsConfig, metric_names: tuple[str, ...], key: st
         raise InvalidInput(f"{key}.min_samples: {t.min_samples} is below 1")
     if not 0.5 <= t.confidence < 1.0:
         raise InvalidInput(f"{key}.confidence: {t.confidence} is outside [0.5, 1)")
-    for name, b in t.budgets.items():
+    for name, b in list(t.budgets.items()):
         if name not in metric_names:
             raise InvalidInput(f"{key}.budgets.{name}: unknown metric; known: {', '.join(metric_names)}")
-        if b.min is None and b.max is None:
-            raise InvalidInput(f"{key}.budgets.{name}: give min or max")
-        for side in ("min", "max"):
-            v = getattr(b, side)
+        if isinstance(b, Budget):
+            continue
+        if not isinstance(b, dict) or not b or set(b) - {"min", "max"}:
+            raise InvalidInput(f"{key}.budgets.{name}: give {{min: X}} and/or {{max: X}}, not {b!r}")
+        for side, v in b.items():
             if v is not None:
                 _unit(v, f"{key}.budgets.{name}.{side}")
+        if b.get("min") is None and b.get("max") is None:
+            raise InvalidInput(f"{key}.budgets.{name}: give min or max")
+        t.budgets[name] = Budget(min=b.get("min"), max=b.get("max"))
 
 
 def check_monitor(cfg: MonitorConfig, metric_names: tuple[str, ...]) -> None:

@@ -41,6 +41,28 @@ def monitor(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comple
                           capture_output=True, text=True, timeout=timeout)
 
 
+def main(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """llmbuild-monitor in this process (the console script's own main), for speed: exit code and stderr."""
+    import contextlib
+    import io
+
+    from llmbuild.monitor.cli import main as cli_main
+
+    err, out = io.StringIO(), io.StringIO()
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                cli_main(args)
+                code = 0
+            except SystemExit as e:
+                code = int(e.code or 0)
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def one_error(proc: subprocess.CompletedProcess) -> str:
     """The one error line a user sees; no traceback."""
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -5,7 +5,7 @@ cannot see paraphrase or negation, which is why every report line names it. Word
 (lower case, no punctuation or articles, llmbuild.evaluation.metrics.normalize), stop words dropped, and a
 trailing plural "s" stripped on both sides. Names and numbers are what a hallucination most often gets
 wrong while keeping the other words, so a claim whose numbers or capitalized words (past its first word)
-are missing from the premise has its overlap halved: "The capital of France is Lyon" is not supported by
+are missing from the premise has its overlap halved (a first word counts unless it is a stop word): "The capital of France is Lyon" is not supported by
 "Paris is the capital of France" although two of its three content words are there.
 """
 
@@ -34,10 +34,11 @@ def content_words(text: str) -> set[str]:
 
 
 def key_words(text: str) -> set[str]:
-    """Numbers and capitalized words after the first: the words a claim cannot change and stay true."""
+    """Numbers and capitalized words (the first word only when it is not a stop word): the words a claim
+    cannot change and stay true."""
     out = set()
     for i, w in enumerate(re.findall(r"[\w'-]+", text)):
-        if w.isdigit() or (i > 0 and w[:1].isupper()):
+        if w.isdigit() or (w[:1].isupper() and (i > 0 or w.lower() not in STOP)):
             out |= content_words(w)
     return out
 
