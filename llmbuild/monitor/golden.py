@@ -20,7 +20,7 @@ from llmbuild.evaluation.metrics import golden_scores, normalize, token_f1
 from llmbuild.monitor import endpoints
 from llmbuild.monitor.builds import build_info
 from llmbuild.monitor.intervals import estimate
-from llmbuild.monitor.report import ReportDir, monitor_root
+from llmbuild.monitor.report import ReportDir, free_id, monitor_root
 from llmbuild.monitor.thresholds import ThresholdBreached
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def run_golden(cfg) -> int:
     gpath = _golden_file(cfg.golden or settings.get("golden") or "", "golden")
     gold = read_golden(gpath, "golden")
     root = monitor_root(cfg.outputs_dir, info["dir"])
-    rid = cfg.id or f"golden-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    rid = cfg.id or free_id(root, f"golden-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     report = ReportDir(root, rid)  # refuses an existing id before any request is sent
     try:
         served = endpoints.models(cfg.endpoint, "endpoint", timeout_s=min(cfg.timeout_s, 30))

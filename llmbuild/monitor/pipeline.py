@@ -23,7 +23,7 @@ from llmbuild.monitor.config import check_monitor, duration, log_paths
 from llmbuild.monitor.extraction import Extractor
 from llmbuild.monitor.history import History
 from llmbuild.monitor.readers import Defaults, check_files, read_logs
-from llmbuild.monitor.report import SCHEMA, ReportDir, monitor_root
+from llmbuild.monitor.report import SCHEMA, ReportDir, free_id, monitor_root
 
 MAX_SKIPPED_LISTED = 50
 
@@ -63,7 +63,7 @@ def prepare(cfg) -> Run:
     build = build_info(cfg.build) if cfg.build else None
     root = monitor_root(cfg.outputs_dir, build["dir"] if build else None)
     history = History(Path(cfg.history).expanduser() if cfg.history else root / "history.sqlite")
-    rid = cfg.id or f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{config_digest(cfg)[:8]}"
+    rid = cfg.id or free_id(root, f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{config_digest(cfg)[:8]}")
     if not cfg.follow and (root / rid).exists():
         from llmbuild.errors import InvalidInput
 

@@ -31,6 +31,15 @@ def monitor_root(outputs_dir: str, build_dir: Path | None = None) -> Path:
     return root
 
 
+def free_id(root: Path, base: str) -> str:
+    """base, or base-2, base-3 ... when a report of that name exists (two runs in one second)."""
+    rid, n = base, 1
+    while (root / rid).exists() or list(root.glob(f".{rid}.tmp-*")):
+        n += 1
+        rid = f"{base}-{n}"
+    return rid
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
