@@ -139,6 +139,11 @@ class GoldenConfig:
     tolerance: float = 0.05  # allowed drop of each figure below the build's: smaller catches less drift, flakes more
     figures: List[str] = field(default_factory=lambda: ["exact_match", "token_f1", "contains"])
     max_tokens: int = 0  # 0: eval.json's golden_max_new_tokens, so answers are cut where the build cut them
+    # sent with every golden request so the server decodes greedily as the build did: llama-cpp-python's
+    # server applies repeat_penalty 1.1 unless told otherwise (vLLM: repetition_penalty). Set {} for a
+    # server that rejects fields it does not know; then its own defaults decide.
+    extra_body: Dict[str, Any] = field(default_factory=lambda: {
+        "repeat_penalty": 1.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0})
     timeout_s: float = 60.0  # per request
     id: Optional[str] = None  # report folder name; default: time + digest
     outputs_dir: str = "outputs"  # report in <outputs_dir>/monitor/<id>/

@@ -109,7 +109,7 @@ def run_follow(cfg) -> int:
             windows = [(now - window_s, now, live)]
             data, groups, results = assemble(run, "follow", [t.stats for t in tails], skipped_all, n_read, live, windows)
             expo.set_rates(grouped(live, cfg.thresholds.confidence), run.scorer.name, results, window_s)
-            publish(run, data, windows, report, expo)
+            publish(run, data, windows, report, expo, run_id=f"{run.rid}#{ticks + 1}")
             last = data
             ticks += 1
             h = overall(data).get("rates", {}).get("hallucination_rate", {})

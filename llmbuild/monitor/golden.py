@@ -1,8 +1,9 @@
 """`llmbuild-monitor golden endpoint=URL build=DIR`: the build's golden set through the deployed server.
 
 Each golden prompt is sent as the build asked it (a chat message when the build's golden prompts went
-through a chat template, else a plain completion), greedy (temperature 0) with the build's
-`golden_max_new_tokens`, and scored with the build's own figures (llmbuild.evaluation.metrics.golden_scores:
+through a chat template, else a plain completion), greedy (temperature 0, and no repetition penalty:
+llama-cpp-python's server applies 1.1 by default, which changed 2 of the demo's 38 answers) with the
+build's `golden_max_new_tokens`, and scored with the build's own figures (llmbuild.evaluation.metrics.golden_scores:
 exact match, token F1, contains). A figure more than `tolerance` below the artifact's figure in eval.json is
 a regression: the report is written, then exit 5. The deployed figures carry Wilson intervals (the
 build's do not: they are one fixed run), so a reader sees how much a small golden set can say.
@@ -74,7 +75,8 @@ async def _ask_all(cfg, model: str, prompts: list[str], chat: bool, max_tokens: 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)) as session:
         out = []
         for p in prompts:  # one at a time: the server's answer must not depend on its batching
-            payload = {"model": model, "temperature": 0, "top_p": 1, "seed": 0, "max_tokens": max_tokens}
+            payload = {**dict(cfg.extra_body), "model": model, "temperature": 0, "top_p": 1, "seed": 0,
+                       "max_tokens": max_tokens}
             payload |= {"messages": [{"role": "user", "content": p}]} if chat else {"prompt": p}
             try:
                 body = await endpoints.post_json(session, url, payload)

@@ -124,12 +124,12 @@ def assemble(run: Run, kind: str, read_stats: list[dict], skipped: list, n_read:
     return data, groups, results
 
 
-def publish(run: Run, data: dict, windows: list, report: ReportDir, exposition=None) -> Path:
-    """Report, history, plots, textfile; returns the report folder."""
+def publish(run: Run, data: dict, windows: list, report: ReportDir, exposition=None, run_id: str | None = None) -> Path:
+    """Report, history, plots, textfile; returns the report folder. Follow mode gives each update its run_id."""
     conf = run.cfg.thresholds.confidence
     hist_windows = [(s, e, {k: metrics.summarize(v, conf) for k, v in metrics.by_group(w).items()})
                     for s, e, w in windows if w]
-    run.history.publish(run.stream, f"{run.rid}@{time.time():.0f}" if report.live else run.rid,
+    run.history.publish(run.stream, run_id or run.rid,
                         run.scorer.name, hist_windows, str(report.final), len(data["breaches"]),
                         {"scorer": run.scorer.info, "logs": run.paths})
     if run.cfg.plots:

@@ -134,10 +134,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def make_checker(out: Path, *, labels=("entailment", "neutral", "contradiction"), seed: int = 0,
-                 hidden: int = 32, layers: int = 2) -> Path:
+                 hidden: int = 32, layers: int = 2, **config) -> Path:
     """A tiny DeBERTa-v2 sequence-classification checker (random weights from the seed) with a WordPiece
     tokenizer trained on the shipped corpus, saved as a Hugging Face checkpoint: the loading, label mapping,
-    batching and digest code of the nli scorer runs on it as on HHEM, MiniCheck or a DeBERTa NLI model."""
+    batching and digest code of the nli scorer runs on it as on HHEM, MiniCheck or a DeBERTa NLI model.
+    `config` overrides DebertaV2Config fields (the benchmark makes a DeBERTa-v3-small-sized one)."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, PreTrainedTokenizerFast
@@ -154,11 +155,11 @@ def make_checker(out: Path, *, labels=("entailment", "neutral", "contradiction")
                                   sep_token="[SEP]", model_max_length=512)
     tok.save_pretrained(out)
     torch.manual_seed(seed)
-    cfg = DebertaV2Config(vocab_size=tk.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                          num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
-                          relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"],
-                          type_vocab_size=0, num_labels=len(labels),
-                          id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    fields = dict(vocab_size=tk.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
+                  relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"], type_vocab_size=0)
+    cfg = DebertaV2Config(**{**fields, **config}, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                          label2id={n: i for i, n in enumerate(labels)})
     model = DebertaV2ForSequenceClassification(cfg)
     model.save_pretrained(out)
     return out

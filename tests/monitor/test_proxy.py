@@ -20,7 +20,11 @@ def start_proxy(upstream: str, log, *extra) -> tuple[subprocess.Popen, str]:
                              f"listen=127.0.0.1:{port}", f"log={log}", *extra], env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/v1/models", timeout=60, proc=proc)
+    try:
+        wait_http(url + "/v1/models", timeout=60, proc=proc)
+    except BaseException:
+        stop(proc)
+        raise
     return proc, url
 
 
