@@ -88,7 +88,7 @@ def main():
                 else:
                     v.append(timed(via, body, stream)), d.append(timed(direct, body, stream))
             results[stream] = (d, v)
-        logged = sum(1 for _ in open(log))
+        logged = len(log.read_text().splitlines())
         print(f"{args.requests} requests per path and mode, {os.cpu_count()} CPUs visible, load {os.getloadavg()[0]:.2f};"
               f" {logged} exchanges logged")
         print(f"{'mode':10s} {'server p50 ms':>14s} {'proxy p50 ms':>13s} {'server p90':>11s} {'proxy p90':>10s} "

@@ -78,6 +78,39 @@ def best(fn, repeat=3):
     return min(times)
 
 
+def nli_rows(checker: Path, dtype: str, args, x) -> list[tuple]:
+    """The nli scorer's full analysis, and one 2,048-token pair chunked and whole, in one precision."""
+    from llmbuild.monitor.config import ScorerConfig
+    from llmbuild.monitor.metrics import analyze
+    from llmbuild.monitor.scorers import make_scorer
+
+    nli = make_scorer(ScorerConfig(name="nli", model=str(checker), threads=args.threads, dtype=dtype, batch_size=8))
+    responses = make_responses(args.nli_responses, nli._count, seed=1)
+
+    def run_nli():
+        nli._cache.clear()
+        analyze(responses, nli, x, 3)
+
+    t = best(run_nli, repeat=2)
+    rows = [(f"nli {dtype} (llmbuild, full analysis, {nli.calls // 3} pairs/run)", args.nli_responses / t, None)]
+    ids = nli.tok(" ".join(sentences()), add_special_tokens=False).input_ids[:2040]
+    premise, claim = nli.tok.decode(ids), "The river runs through the old town."
+
+    def chunked():
+        nli._cache.clear()
+        nli.support([(c, claim) for c in nli.chunks(premise)])
+
+    big = make_scorer(ScorerConfig(name="nli", model=str(checker), threads=args.threads, dtype=dtype,
+                                   max_length=2048, chunk_tokens=2040))
+
+    def whole():
+        big._cache.clear()
+        big.support([(premise, claim)])
+
+    rows.append((f"  2,048-token pair, {dtype}: 400-token chunks | one input", None, (best(chunked, 2), best(whole, 2))))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--responses", type=int, default=200)
@@ -123,25 +156,7 @@ def main():
     rows.append(("anchor: rouge-score ROUGE-1 precision per pair", args.responses / t_rouge, None))
 
     for dtype in ("float32", "bfloat16"):
-        cfg = ScorerConfig(name="nli", model=str(checker), threads=args.threads, dtype=dtype, batch_size=8)
-        nli = make_scorer(cfg)
-        nli_responses = make_responses(args.nli_responses, nli._count, seed=1)
-
-        def run_nli():
-            nli._cache.clear()
-            analyze(nli_responses, nli, x, 3)
-
-        t = best(run_nli, repeat=2)
-        rows.append((f"nli {dtype} (llmbuild, full analysis, {nli.calls // 3} pairs/run)", args.nli_responses / t, None))
-        long_premise = " ".join(sentences())
-        ids = nli.tok(long_premise, add_special_tokens=False).input_ids[:2040]
-        premise = nli.tok.decode(ids)
-        claim = "The river runs through the old town."
-        pair_chunked = best(lambda: (nli._cache.clear(), nli.support([(c, claim) for c in nli.chunks(premise)])), 2)
-        big = make_scorer(ScorerConfig(name="nli", model=str(checker), threads=args.threads, dtype=dtype,
-                                       max_length=2048, chunk_tokens=2040))
-        pair_whole = best(lambda: (big._cache.clear(), big.support([(premise, claim)])), 2)
-        rows.append((f"  2,048-token pair, {dtype}: 400-token chunks | one input", None, (pair_chunked, pair_whole)))
+        rows += nli_rows(checker, dtype, args, x)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 

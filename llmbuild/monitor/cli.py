@@ -24,6 +24,9 @@ from llmbuild.errors import BuildError, InvalidInput
 PROG = "llmbuild-monitor"
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "monitor"
 COMMANDS = {"monitor": "monitor", "proxy": "proxy", "golden": "golden"}
+EXAMPLES = {"logs": "logs=prod.jsonl", "upstream": "upstream=http://127.0.0.1:8080", "log": "log=prod.jsonl",
+            "endpoint": "endpoint=http://127.0.0.1:8080", "build": "build=outputs/demo/latest",
+            "scorer.model": "scorer.model=PATH_OR_HUB_ID", "scorer.endpoint": "scorer.endpoint=http://127.0.0.1:8080"}
 
 
 def split(argv: list[str]) -> tuple[str, list[str], list[str]]:
@@ -67,6 +70,12 @@ def compose(command: str, overrides: list[str]):
             cfg = hydra_compose(config_name=COMMANDS[command], overrides=overrides)
         return cfg, OmegaConf.to_object(cfg)
     except Exception as e:  # Hydra and OmegaConf raise many types for a bad override
+        from omegaconf.errors import MissingMandatoryValue
+
+        key = getattr(e, "full_key", None)
+        if isinstance(e, MissingMandatoryValue) and key:
+            raise InvalidInput(f"{key}: required, e.g. `{PROG} {'' if command == 'monitor' else command + ' '}"
+                               f"{EXAMPLES.get(key, key + '=...')}`") from None
         raise InvalidInput(_error_line(e)) from None
     finally:
         GlobalHydra.instance().clear()
@@ -163,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; earlier reports and the history are intact", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # `llmbuild-monitor --cfg job | head`: the reader left, nothing went wrong
+        code = 0
     except Exception as e:  # a bug: one line here, the traceback in a log file
         from llmbuild.ui import log_bug
 

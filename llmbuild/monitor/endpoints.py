@@ -38,7 +38,7 @@ def models(url: str, key: str, timeout_s: float = 10.0, headers: dict | None = N
     target = api_base(url) + "/models"
     try:
         status, body = asyncio.run(_get(target, timeout_s, headers))
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
         raise InvalidInput(f"{key}: {url} is unreachable ({type(e).__name__}: {str(e) or 'timed out'})") from None
     if status >= 400:
         raise InvalidInput(f"{key}: {target} answered HTTP {status}")
@@ -63,7 +63,7 @@ async def post_json(session, url: str, payload: dict, headers: dict | None = Non
                 if r.status >= 400:
                     raise RuntimeError(f"HTTP {r.status} from {url}: {text[:200]}")
                 return json.loads(text)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientConnectionError):
             if attempt >= retries:
                 raise
             await asyncio.sleep(0.5 * 2 ** attempt)

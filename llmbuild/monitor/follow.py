@@ -107,7 +107,7 @@ def run_follow(cfg) -> int:
             expo.count(new, run.scorer.name)
             live = sorted([a for a in live + new if a.ex.time > now - window_s], key=lambda a: a.ex.time)
             windows = [(now - window_s, now, live)]
-            data, groups, results = assemble(run, "follow", [t.stats for t in tails], skipped_all, n_read, live, windows)
+            data, _groups, results = assemble(run, "follow", [t.stats for t in tails], skipped_all, n_read, live, windows)
             expo.set_rates(grouped(live, cfg.thresholds.confidence), run.scorer.name, results, window_s)
             publish(run, data, windows, report, expo, run_id=f"{run.rid}#{ticks + 1}")
             last = data

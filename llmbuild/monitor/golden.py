@@ -12,7 +12,7 @@ build's do not: they are one fixed run), so a reader sees how much a small golde
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
@@ -80,7 +80,7 @@ async def _ask_all(cfg, model: str, prompts: list[str], chat: bool, max_tokens: 
             payload |= {"messages": [{"role": "user", "content": p}]} if chat else {"prompt": p}
             try:
                 body = await endpoints.post_json(session, url, payload)
-            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
+            except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as e:
                 raise InvalidInput(f"endpoint: {cfg.endpoint} failed on a golden prompt ({type(e).__name__}: "
                                    f"{str(e)[:160]})") from None
             ch = (body.get("choices") or [{}])[0]
@@ -128,7 +128,7 @@ def run_golden(cfg) -> int:
         if status == "regression":
             regressions.append(row)
     data = {"schema": "llmbuild-monitor-golden/1", "kind": "golden", "id": rid,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "endpoint": cfg.endpoint,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), "endpoint": cfg.endpoint,
             "model": model, "api": "chat" if chat else "completions", "build": info["id"], "build_dir": str(info["dir"]),
             "artifact": target, "golden": str(gpath), "n": len(gold), "max_tokens": max_tokens,
             "tolerance": cfg.tolerance, "figures": rows, "regressions": regressions,

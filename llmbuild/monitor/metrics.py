@@ -129,7 +129,7 @@ def analyze(exchanges: list[Exchange], scorer, extractor: Extractor, max_citatio
 
     # phase 2 (ALCE precision): single and leave-one-out passages of recalled multi-citation sentences
     pairs2 = []
-    for a, s, refs, usable, _, joint_chunks in plan:
+    for _a, s, _refs, usable, _, joint_chunks in plan:
         if usable and len(usable) > 1 and supports(joint_chunks, s.text)[0]:
             for i, p in enumerate(usable):
                 pairs2.extend((c, s.text) for c in scorer.chunks(p.text))
@@ -158,9 +158,6 @@ def analyze(exchanges: list[Exchange], scorer, extractor: Extractor, max_citatio
         if len(a.details) < 8:
             a.details.append({"claim": s.text, "support": round(best, 4), "supported": ok, "cited": s.cited,
                               "recalled": recalled})
-    for a, passages, sents in work:
-        if not sents:  # nothing checkable (e.g. only a number): answered, no claims
-            a.details = []
     return out
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llmbuild.monitor import metrics, sampling, thresholds
@@ -104,7 +103,7 @@ def assemble(run: Run, kind: str, read_stats: list[dict], skipped: list, n_read:
     groups = grouped(analyses, conf)
     results = thresholds.evaluate({k: s for k, (_, s) in groups.items()}, run.cfg.thresholds)
     data = {
-        "schema": SCHEMA, "id": run.rid, "kind": kind, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "id": run.rid, "kind": kind, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "stream": run.stream, "window": run.cfg.window, "window_s": run.window_s,
         "build": {"id": run.build["id"], "dir": str(run.build["dir"])} if run.build else None,
         "logs": read_stats, "skipped": {"count": len(skipped), "lines": skipped[:MAX_SKIPPED_LISTED]},
@@ -158,7 +157,7 @@ def run_once(cfg) -> int:
     kept = sampling.sample(result.exchanges, cfg.sample_rate)
     analyses = metrics.analyze(kept, run.scorer, run.extractor, cfg.extraction.max_citations)
     windows = metrics.by_window(analyses, run.window_s)
-    data, groups, results = assemble(run, "logs", result.files, result.skipped, len(result.exchanges), analyses, windows)
+    data, _groups, results = assemble(run, "logs", result.files, result.skipped, len(result.exchanges), analyses, windows)
     expo = Exposition()
     # the textfile carries the latest window per model/build: what an alert should look at now
     latest = grouped(windows[-1][2], cfg.thresholds.confidence) if windows else {}

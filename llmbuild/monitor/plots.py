@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llmbuild.monitor.metrics import METRICS
@@ -24,7 +24,7 @@ def trend_plots(history, stream: str, scorer: str, out_dir: Path) -> list[str]:
             continue
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
         for group, pts in sorted(points.items()):
-            x = [datetime.fromtimestamp(p[1], tz=timezone.utc) for p in pts]
+            x = [datetime.fromtimestamp(p[1], tz=UTC) for p in pts]
             v, lo, hi = [p[2] for p in pts], [p[3] for p in pts], [p[4] for p in pts]
             (line,) = ax.plot(x, v, marker="o", ms=3, label=group)
             ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)

@@ -10,6 +10,8 @@ once, when it first enters the window.
 
 from __future__ import annotations
 
+import contextlib
+
 from llmbuild.monitor.metrics import METRICS, OUTCOMES
 
 PREFIX = "llmbuild_monitor_"
@@ -63,10 +65,8 @@ class Exposition:
                 labels = (model, build, scorer)
                 if e.value is None:  # no data: drop the series rather than export a made-up value
                     for g in (self.rate, self.low, self.high):
-                        try:
+                        with contextlib.suppress(KeyError):
                             g[m].remove(*labels)
-                        except KeyError:
-                            pass
                     self.samples[m].labels(*labels).set(0)
                     continue
                 self.rate[m].labels(*labels).set(e.value)

@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
@@ -97,7 +97,7 @@ class Proxy:
             return
         self.log.append({
             "format": PROXY_FORMAT, "id": rid,
-            "time": datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds"),
             "latency_s": round(latency, 6), "ttft_s": None if ttft is None else round(ttft, 6), "status": status,
             "stream": stream, "path": path, "upstream": self.upstream,
             "model": (resp or {}).get("model") or (req or {}).get("model"), "build": self.build_id,
@@ -142,7 +142,7 @@ class Proxy:
                 data = await up.read()
                 latency = time.perf_counter() - t0
                 resp = web.Response(body=data, status=up.status, headers=out_headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             why = f"upstream {self.upstream} failed: {type(e).__name__}: {str(e) or 'timed out'}"
             if logged:
                 self.record(rid=None, wall=wall, latency=time.perf_counter() - t0, ttft=None, status=502,

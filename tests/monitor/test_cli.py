@@ -157,7 +157,7 @@ BAD_INPUTS = [
     (["logs=prod.jsonl", "history=not-a-history.sqlite"], "is not an SQLite file"),
     (["logs=prod.jsonl", "outputs_dir=BUILD"], "is inside the build folder"),
     (["logs=prod.jsonl", "id=before"], "exists already"),
-    ([], "logs"),
+    ([], "logs: required, e.g. `llmbuild-monitor logs=prod.jsonl`"),
 ]
 
 

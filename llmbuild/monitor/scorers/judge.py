@@ -91,7 +91,7 @@ class JudgeScorer(Scorer):
                     try:
                         body = await endpoints.post_json(session, self.url + "/chat/completions",
                                                          self.payload(*pair), self.headers)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
+                    except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as e:
                         raise InvalidInput(f"scorer.endpoint: {self.cfg.endpoint} failed during scoring "
                                            f"({type(e).__name__}: {str(e)[:160]})") from None
                     choices = body.get("choices") or [{}]

@@ -17,11 +17,7 @@ from llmbuild.evaluation.metrics import normalize
 from llmbuild.monitor.scorers import Scorer
 
 # a short English stop-word list: function words carry no support
-STOP = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its this
-that these those there here which who whom what when where why how not no do does did has have had will would can
-could should may might must shall i you he she we they me him her us them my your his our their so than then too very
-also just only into over under about after before again further once all any both each few more most other some such
-own same s t""".split())
+STOP = frozenset(["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "which", "who", "whom", "what", "when", "where", "why", "how", "not", "no", "do", "does", "did", "has", "have", "had", "will", "would", "can", "could", "should", "may", "might", "must", "shall", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "so", "than", "then", "too", "very", "also", "just", "only", "into", "over", "under", "about", "after", "before", "again", "further", "once", "all", "any", "both", "each", "few", "more", "most", "other", "some", "such", "own", "same", "s", "t"])
 
 
 def content_words(text: str) -> set[str]:
