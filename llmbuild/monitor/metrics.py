@@ -9,8 +9,8 @@ Every response gets one outcome, so the rates add up and nothing is NaN:
 Factual consistency (exact_match, token_f1, rouge_l) is computed for every non-error response whose
 log carries a reference answer, refusals included (a refusal is not the reference answer).
 
-Grounding: a claim (sentence) is supported when some chunk of some passage supports it (AlignScore's and
-MiniCheck's max over chunks); groundedness = supported claims / claims; hallucination_rate = answered
+Grounding: a claim (sentence) is supported when some chunk of the passages (concatenated in order, then
+chunked) supports it: AlignScore's and MiniCheck's max over chunks of the context; groundedness = supported claims / claims; hallucination_rate = answered
 responses with at least one unsupported claim / answered responses with claims.
 Citations, as ALCE defines them (princeton-nlp/ALCE eval.py, compute_autoais): a sentence is recalled
 when the concatenation of its first `max_citations` cited passages supports it (no citation, or one that
@@ -102,9 +102,6 @@ def analyze(exchanges: list[Exchange], scorer, extractor: Extractor, max_citatio
             work.append((a, passages, sents))
         out.append(a)
 
-    def chunks_of(ps: list[Passage]) -> list[str]:
-        return [c for p in ps for c in scorer.chunks(p.text)]
-
     def joint(ps: list[Passage]) -> list[str]:
         return scorer.chunks("\n".join(p.text for p in ps))
 
@@ -112,7 +109,7 @@ def analyze(exchanges: list[Exchange], scorer, extractor: Extractor, max_citatio
     pairs: list[tuple[str, str]] = []
     plan = []
     for a, passages, sents in work:
-        all_chunks = chunks_of(passages)
+        all_chunks = joint(passages)  # the whole context, chunked: a claim may need two short passages
         for s in sents:
             refs = resolve(s.cited, passages)
             usable = refs[:max_citations] if s.cited and all(r is not None for r in refs) else None

@@ -71,7 +71,7 @@ def test_alce_recall_and_precision(lexical):
     """Sentence by sentence: joint support for recall; a citation is imprecise when the others suffice."""
     text = ("Paris is the capital of France and Madrid is the capital of Spain [1][2]. "  # recalled, both needed
             "Paris is the capital of France [1][3]. "  # recalled, [3] is not needed: imprecise
-            "Lima is the capital of France [3]. "  # not supported by its citation: not recalled
+            "Lyon is the capital of France [3]. "  # supported by no passage: not recalled
             "Madrid lies on the river Manzanares [7]. "  # [7] names no passage
             "Paris has about two million inhabitants.")  # no citation
     (a,) = analyze([ex(text)], lexical, X, max_citations=3)
@@ -79,7 +79,7 @@ def test_alce_recall_and_precision(lexical):
     assert a.recalled == 2
     assert (a.precise, a.prec_total) == (3, 5)  # [1][2] precise, [1] precise, [3] imprecise twice (overcite; unsupported)
     assert (a.valid_ids, a.cited_ids) == (5, 6)
-    assert (a.supported, a.claims) == (4, 5)  # only the Lima-in-France claim is unsupported by any passage
+    assert (a.supported, a.claims) == (4, 5)  # only the Lyon claim: the first needs two passages and has them
     rates = summarize([a], 0.95)["rates"]
     assert rates["citation_recall"].value == pytest.approx(2 / 5)
     assert rates["citation_precision"].value == pytest.approx(3 / 5)

@@ -111,3 +111,11 @@ def test_judge_unreachable_endpoint():
 
     with pytest.raises(InvalidInput, match=r"scorer.endpoint: http://127.0.0.1:\d+ is unreachable"):
         make_scorer(ScorerConfig(name="judge", endpoint=f"http://127.0.0.1:{free_port()}"))
+
+
+def test_lexical_normalize_is_squads():
+    from llmbuild.evaluation.metrics import normalize as squad
+    from llmbuild.monitor.scorers.lexical import normalize
+
+    for text in ("The Capital, of France!", "an apple-a-day; THE end.", "  Théâtre   d'été  ", "a\tb\nthe c", ""):
+        assert normalize(text) == squad(text)

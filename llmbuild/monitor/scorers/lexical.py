@@ -2,22 +2,35 @@
 
 Deterministic, offline and fast (hundreds of responses per second on one core), so it always runs; it
 cannot see paraphrase or negation, which is why every report line names it. Words are SQuAD-normalized
-(lower case, no punctuation or articles, llmbuild.evaluation.metrics.normalize), stop words dropped, and a
-trailing plural "s" stripped on both sides. Names and numbers are what a hallucination most often gets
-wrong while keeping the other words, so a claim whose numbers or capitalized words (past its first word)
-are missing from the premise has its overlap halved (a first word counts unless it is a stop word): "The capital of France is Lyon" is not supported by
-"Paris is the capital of France" although two of its three content words are there.
+(lower case, no punctuation or articles), stop words dropped, and a trailing plural "s" stripped on both
+sides. Names and numbers are what a hallucination most often gets wrong while keeping the other words,
+so a claim whose numbers or capitalized words (a first word only when it is not a stop word) are missing
+from the premise has its overlap halved: "The capital of France is Lyon" is not supported by "Paris is
+the capital of France" although two of its three content words are there.
 """
 
 from __future__ import annotations
 
 import re
+import string
 
-from llmbuild.evaluation.metrics import normalize
 from llmbuild.monitor.scorers import Scorer
 
+_PUNCT = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 # a short English stop-word list: function words carry no support
-STOP = frozenset(["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "which", "who", "whom", "what", "when", "where", "why", "how", "not", "no", "do", "does", "did", "has", "have", "had", "will", "would", "can", "could", "should", "may", "might", "must", "shall", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "so", "than", "then", "too", "very", "also", "just", "only", "into", "over", "under", "about", "after", "before", "again", "further", "once", "all", "any", "both", "each", "few", "more", "most", "other", "some", "such", "own", "same", "s", "t"])
+STOP = frozenset("""
+a an the and or but if of to in on at by for with from as is are was were be been being it its this that these those
+there here which who whom what when where why how not no do does did has have had will would can could should may
+might must shall i you he she we they me him her us them my your his our their so than then too very also just only
+into over under about after before again further once all any both each few more most other some such own same s t
+""".split())  # noqa: SIM905 (a word list reads better as text)
+
+
+def normalize(text: str) -> str:
+    """SQuAD's answer normalization, the same as llmbuild.evaluation.metrics.normalize (tested), with
+    str.translate: that one tests each character against a set it rebuilds, 10x slower on passages."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
 
 
 def content_words(text: str) -> set[str]:

@@ -82,6 +82,9 @@ class NLIScorer(Scorer):
         super().__init__(cfg)
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the monitor prints one line per run, not loading bars
 
         self.folder = checker_folder(cfg.model, cfg.revision)
         if not (self.folder / "config.json").is_file():
