@@ -182,7 +182,7 @@ def main():
         if pair:
             print(f"{name:78s} {pair[0]:8.3f} s | {pair[1]:.3f} s")
         else:
-            print(f"{name:78s} {rps:12.1f}")
+            print(f"{name:78s} {rps:12.2f}")
     lexical, anchor = rows[0][1], rows[1][1]
     print(f"lexical / rouge-score: {lexical / anchor:.2f}x; aim >= 200 responses/s: {'met' if lexical >= 200 else 'missed'}")
 

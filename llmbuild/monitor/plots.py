@@ -31,11 +31,12 @@ def trend_plots(history, stream: str, scorer: str, out_dir: Path) -> list[str]:
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{metric} ({scorer}): {METRICS[metric]}", fontsize=9)
         ax.set_ylabel("rate, 95% interval", fontsize=8)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        fig.autofmt_xdate()
         fig.tight_layout()
         path = out_dir / f"trend-{metric}.png"
         tmp = out_dir / f".trend-{metric}.png.tmp"
