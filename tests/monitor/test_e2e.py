@@ -100,14 +100,14 @@ def test_capture_score_alert_scrape_tiny(llama_server, tiny_build, tmp_path):
 
 @pytest.mark.slow
 def test_demo_gguf_end_to_end(tmp_path_factory):
-    """The demo's fine-tuned model (GGUF f16: the quantized types need llama.cpp's AMX path on this CPU),
-    served and monitored; its golden exact match and token F1 through the server match the build's eval.json.
+    """The demo's fine-tuned model as its GGUF Q8_0 artifact (the ONNX and other GGUF targets are dropped to
+    save time), served and monitored; its golden exact match and token F1 through the server match the build's eval.json.
     (`contains` is left out: llama.cpp's tokenizer puts no space after the chat template's BOS where the
     build's HF tokenizer does, which moves 2 of the 38 wrong answers: 0.816 at build time, 0.763 served.)"""
     pytest.importorskip("llama_cpp")
     cwd = tmp_path_factory.mktemp("demo")
     drop = [f"~targets.{t}" for t in ("cpu-onnx", "cpu-onnx-fp16", "cpu-onnx-int4", "cpu-gguf-q4", "cpu-gguf-q4km")]
-    proc = run_cli(["recipe=demo", *drop, "targets.cpu-gguf.quant=f16"], cwd, timeout=900)
+    proc = run_cli(["recipe=demo", *drop], cwd, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     build = latest(cwd, "demo")
     gguf = next((build / "artifacts" / "cpu-gguf").glob("*.gguf"))
