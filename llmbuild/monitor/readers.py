@@ -10,7 +10,9 @@
   file exporter writes them), GenAI spans with content capture on: `gen_ai.input.messages`,
   `gen_ai.output.messages`, `gen_ai.system_instructions` as structured values or JSON strings.
   https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding,
-  https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/
+  https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/. The conventions' retrieval documents
+  carry an id and a score, not the text, so passages come from the messages, or from an
+  `llmbuild.documents` attribute (a JSON list like the proxy's `documents`) an application may add.
 - `vllm`: vLLM's request logger (`--enable-log-requests`, `--enable-log-outputs`): "Received request ID:
   prompt: '...', params: ..." (older releases), "Request ID details: prompt: '...'" (DEBUG) or "...,
   prompt: '...'." (`--enable-log-request-prompts`), and "Generated response ID: output: '...', ...,
