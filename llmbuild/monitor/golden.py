@@ -2,8 +2,9 @@
 
 Each golden prompt is sent as the build asked it (a chat message when the build's golden prompts went
 through a chat template, else a plain completion), greedy (temperature 0, and no repetition penalty:
-llama-cpp-python's server applies 1.1 unless told otherwise) with the build's `golden_max_new_tokens`, and scored with the build's own figures (llmbuild.evaluation.metrics.golden_scores:
-exact match, token F1, contains). A figure more than `tolerance` below the artifact's figure in eval.json is
+llama-cpp-python's server applies 1.1 unless told otherwise) with the build's `golden_max_new_tokens`,
+and scored with the build's own figures (llmbuild.evaluation.metrics.golden_scores: exact match, token
+F1, contains). A figure more than `tolerance` below the artifact's figure in eval.json is
 a regression: the report is written, then exit 5. The deployed figures carry Wilson intervals (the
 build's do not: they are one fixed run), so a reader sees how much a small golden set can say.
 """
