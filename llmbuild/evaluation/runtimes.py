@@ -1,15 +1,24 @@
-"""Which function generates text through each backend's runtime, and the timing of one generation.
+"""Which function generates text through each backend's runtime, the timing of one generation, and the
+small runtime interface the lm-evaluation-harness adapter is written against.
 
 A backend module may offer `generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id,
 threads=..., timings=None) -> list[int]` (greedy, through its runtime's KV cache; gguf does). ONNX
 graphs are driven here (onnx_runtime.py) through their past_key_values inputs. trtllm generates through
 its verifying loader (golden sets; its speed is skipped, see trtllm.SPEED_SKIPPED); a tensorrt engine
 generates only on its GPU, so golden sets and speed are skipped for it with that reason recorded.
+
+`Runtime` is all that llmbuild.evaluation.harness_lm needs of a runtime: logits at every position of
+some token-id sequences, and greedy generation through the KV cache that stops at eos (and at the
+stop rule of llmbuild.evaluation.greedy.stop_when). `artifact_runtime` is the one place that builds it
+from what a backend module offers; `source_runtime` builds it for the source model in torch.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 NO_GENERATION = {
     "tensorrt": "a TensorRT engine generates on the GPU it was built for; the prepared graph has no KV cache",
@@ -26,6 +35,55 @@ def generator(backend_name: str, mod):
 
         return onnx_runtime.generate, None
     return None, NO_GENERATION.get(backend_name, f"the {backend_name} backend has no generation function")
+
+
+@dataclass
+class Runtime:
+    """One model as the harness adapter sees it."""
+
+    name: str  # what the records call it: "onnxruntime", "llama-cpp-python", "torch float32"
+    # sequences of token ids -> float32 logits [len(seq), vocab] for each, every position
+    logits: Callable[[list[list[int]]], list]
+    # (prompt ids, max new tokens, eos id) -> greedy new tokens (eos not included); None: cannot generate
+    generate: Callable[[list[int], int, int | None], list[int]] | None = None
+    no_generation: str | None = None  # why generate is None
+    batched: bool = False  # logits() runs its sequences as one padded batch (else one by one)
+
+
+def artifact_runtime(backend, backend_name: str, artifact_dir: Path, record: dict, threads: int) -> Runtime:
+    """The runtime of a built artifact, from what its backend module offers today: `run_logits`, the
+    generation function `generator` finds, and onnxruntime's batch dimension for ONNX graphs."""
+    gen, reason = generator(backend_name, backend)
+    if backend_name == "onnx":
+        from llmbuild.evaluation import onnx_runtime
+
+        def logits(seqs):
+            return onnx_runtime.batch_logits(artifact_dir, record, seqs, threads=threads)
+
+        batched = True
+    else:
+        def logits(seqs):
+            return backend.run_logits(artifact_dir, record, seqs)
+
+        batched = False
+
+    def generate(prompt_ids, max_new_tokens, eos_id):
+        return gen(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=threads)
+
+    return Runtime(name=backend.RUNTIME_DIST, logits=logits, generate=generate if gen else None,
+                   no_generation=reason, batched=batched)
+
+
+def source_runtime(model, threads: int) -> Runtime:
+    """The source model in torch (llmbuild.evaluation.torch_runtime.TorchModel): batched logits, and
+    generation through transformers' KV cache."""
+    from llmbuild.evaluation.torch_runtime import torch_threads
+
+    def generate(prompt_ids, max_new_tokens, eos_id):
+        with torch_threads(threads):
+            return model.generate(prompt_ids, max_new_tokens, eos_id)
+
+    return Runtime(name=f"torch {model.dtype}", logits=model.batch_logits, generate=generate, batched=True)
 
 
 def measure_speed(run, prompt_ids: list[int], new_tokens: int, repeats: int = 3) -> dict:
