@@ -154,11 +154,12 @@ class _Flat:
     prefix sums of id * B**position, and B**-position (all mod 2**64; numpy's uint64 wraps)."""
 
     def __init__(self, docs: list[list[bytes]], ids_of):
+        """`ids_of(words) -> iterator of int ids` (for the training side, a C-level map over a dict)."""
         import numpy as np
 
         self.lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
         total = int(self.lens.sum())
-        self.ids = np.fromiter(map(ids_of, itertools.chain.from_iterable(docs)), dtype=np.int64, count=total)
+        self.ids = np.fromiter(ids_of(itertools.chain.from_iterable(docs)), dtype=np.int64, count=total)
         self.doc_of = np.repeat(np.arange(len(docs)), self.lens)
         self.starts = np.concatenate([[0], np.cumsum(self.lens)[:-1]]).astype(np.int64)
         # ids < 0 are words no evaluation document has: a window holding one cannot match
@@ -202,7 +203,7 @@ def analyse(sets: list[EvalSet], train: list[TrainDoc], n: int = 13, min_words: 
     low = min(min_words, n)
     eval_tokens = [_tokens(d) for s in sets for d in s.docs]
     vocab: dict[bytes, int] = {}
-    ev = _Flat(eval_tokens, lambda w: vocab.setdefault(w, len(vocab)))
+    ev = _Flat(eval_tokens, lambda ws: (vocab.setdefault(w, len(vocab)) for w in ws))
     # the index: per gram length k, the sorted hashes of the evaluation grams and where each starts.
     # Documents of n words or more give every n-gram; shorter ones (down to `low`) give themselves.
     index: dict[int, tuple] = {}
@@ -222,7 +223,7 @@ def analyse(sets: list[EvalSet], train: list[TrainDoc], n: int = 13, min_words: 
     n_train_words = 0
     for begin in range(0, len(train), CHUNK_DOCS):
         chunk = train[begin:begin + CHUNK_DOCS]
-        tr = _Flat([_tokens(d.text) for d in chunk], lambda w: vocab.get(w, -1))
+        tr = _Flat([_tokens(d.text) for d in chunk], lambda ws: map(vocab.get, ws, itertools.repeat(-1)))
         n_train_words += len(tr.ids)
         for k, (eh, eat) in index.items():
             at = tr.windows(k)
