@@ -31,9 +31,10 @@ from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
-# (verify 2, evaluate 2: trtllm checkpoints are read by ModelOpt's modules and answer golden sets)
+# (verify 2, evaluate 2: trtllm checkpoints are read by ModelOpt's modules and answer golden sets;
+# evalref 2: evalref.json holds the settings the artifact side reads, so their keys follow them)
 STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 2,
-                  "evalref": 1, "evaluate": 2, "contamination": 1}
+                  "evalref": 2, "evaluate": 2, "contamination": 1}
 
 
 def tool_versions(dists) -> dict[str, str]:

@@ -232,7 +232,10 @@ def key_parts(cfg, digest) -> dict | None:
     inc = None
     if cfg.include_path:
         root = Path(cfg.include_path)
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        # every file a task can read (YAML, its Python helpers, local data); not caches of bytecode
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*") if p.is_file() and not any(
+                part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts))
         inc = {str(p.relative_to(root) if p != root else p.name): digest(p) for p in files}
     settings = {k: getattr(cfg, k) for k in ("tasks", "limit", "num_fewshot", "apply_chat_template",
                                              "fewshot_as_multiturn", "system_instruction", "max_length",

@@ -129,3 +129,18 @@ def test_card_eval_json_and_model_index(stage):
     assert e.metric_value == pytest.approx(acc["value"]) and e.metric_args["num_fewshot"] == 0
     assert e.metric_args["lm_eval_version"] == harness.version() and e.metric_args["source_value"] == acc["value"]
     assert e.metric_args["stderr"] == pytest.approx(acc["stderr"])
+
+
+def test_settings_the_artifact_side_reads_change_evalref_outputs(tiny_models, tmp_path):
+    """The artifacts' evaluate keys hold evalref's output digest: a setting only the artifact side reads
+    (here the golden answers' length) must change those outputs, or artifacts would be reused stale."""
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"prompt": "What is the capital of France?", "answer": "Paris"}) + "\n")
+    outs = []
+    for n in (2, 3):
+        out = tmp_path / f"ref{n}"
+        out.mkdir()
+        evaluate.prepare(tiny_models["LlamaForCausalLM"], EvalConfig(golden=str(golden), speed=False,
+                                                                     golden_max_new_tokens=n), "auto", False, out)
+        outs.append((out / "evalref.json").read_bytes())
+    assert outs[0] != outs[1]
