@@ -246,19 +246,16 @@ def key_parts(cfg, digest) -> dict | None:
                       for name, t in sorted(tasks.items())}}
 
 
-def max_length(cfg, model_dir: Path) -> int:
+def max_length(cfg, config, tokenizer, context: int | None = None) -> int:
     """Context per request: the recipe's, else the model's (as the harness's hf model takes it) up to
-    MAX_AUTO_LENGTH."""
-    if cfg.max_length:
-        return cfg.max_length
+    MAX_AUTO_LENGTH; never past `context`, the shortest an artifact declares."""
     from lm_eval.models.utils import resolve_max_length
-    from transformers import AutoConfig, AutoTokenizer
 
-    n = resolve_max_length(AutoConfig.from_pretrained(str(model_dir)), AutoTokenizer.from_pretrained(str(model_dir)))
-    return min(n, MAX_AUTO_LENGTH)
+    n = cfg.max_length or min(resolve_max_length(config, tokenizer), MAX_AUTO_LENGTH)
+    return min(n, context) if context else n
 
 
-def make_lm(runtime, model_dir: Path, cfg, trust_remote_code: bool = False):
+def make_lm(runtime, model_dir: Path, cfg, trust_remote_code: bool = False, context: int | None = None):
     """The harness model over one runtime, with the source model's tokenizer (every runtime gets the
     same token ids)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -266,8 +263,9 @@ def make_lm(runtime, model_dir: Path, cfg, trust_remote_code: bool = False):
     from llmbuild.evaluation.harness_lm import RuntimeLM
 
     tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    vocab = int(AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code).vocab_size)
-    return RuntimeLM(runtime, tok, max_length(cfg, model_dir), vocab, batch_size=cfg.batch_size)
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    return RuntimeLM(runtime, tok, max_length(cfg, config, tok, context), int(config.vocab_size),
+                     batch_size=cfg.batch_size)
 
 
 def evaluate(lm, cfg, log_samples: bool = False) -> dict:

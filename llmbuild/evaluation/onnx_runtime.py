@@ -105,6 +105,18 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     return out
 
 
+def batchable(artifact_dir: Path, record: dict, threads: int = 2) -> bool:
+    """Whether the artifact is a graph batch_logits can drive: past_key_values inputs with a free
+    batch dimension (the onnx target's graphs; not the tensorrt target's, which has no KV cache). The
+    session it opens is the one batch_logits and generate then use."""
+    path = Path(artifact_dir) / record.get("file", "model.onnx")
+    if path.suffix != ".onnx" or not path.is_file():
+        return False
+    inputs = session(path, threads, record.get("execution_provider", "cpu")).get_inputs()
+    pasts = [i for i in inputs if i.name.startswith("past_key_values.")]
+    return bool(pasts) and not isinstance(pasts[0].shape[0], int)
+
+
 def batch_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], threads: int = 2):
     """Logits [len, vocab] (float32) of each sequence, every position, in one batched run of the graph.
 

@@ -1,16 +1,16 @@
 """Which function generates text through each backend's runtime, the timing of one generation, and the
 small runtime interface the lm-evaluation-harness adapter is written against.
 
-A backend module may offer `generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id,
-threads=..., timings=None) -> list[int]` (greedy, through its runtime's KV cache; gguf does). ONNX
-graphs are driven here (onnx_runtime.py) through their past_key_values inputs. trtllm generates through
-its verifying loader (golden sets; its speed is skipped, see trtllm.SPEED_SKIPPED); a tensorrt engine
-generates only on its GPU, so golden sets and speed are skipped for it with that reason recorded.
+A backend (llmbuild/targets/base.py) generates greedily through its runtime's KV cache with
+`generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=..., timings=None)`, or
+declares `no_generation` with the reason (golden sets and speed are then skipped, the reason recorded);
+`no_speed` skips the speed figures of a backend that generates with a loader whose speed is not a
+deployment's.
 
 `Runtime` is all that llmbuild.evaluation.harness_lm needs of a runtime: logits at every position of
 some token-id sequences, and greedy generation through the KV cache that stops at eos (and at the
 stop rule of llmbuild.evaluation.greedy.stop_when). `artifact_runtime` is the one place that builds it
-from what a backend module offers; `source_runtime` builds it for the source model in torch.
+from what a backend offers; `source_runtime` builds it for the source model in torch.
 """
 
 from __future__ import annotations
@@ -20,21 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-NO_GENERATION = {
-    "tensorrt": "a TensorRT engine generates on the GPU it was built for; the prepared graph has no KV cache",
-}
 
-
-def generator(backend_name: str, mod):
+def generator(backend):
     """(generate function, None) or (None, the reason there is none)."""
-    fn = getattr(mod, "generate", None)
-    if fn is not None:
-        return fn, None
-    if backend_name == "onnx":
-        from llmbuild.evaluation import onnx_runtime
-
-        return onnx_runtime.generate, None
-    return None, NO_GENERATION.get(backend_name, f"the {backend_name} backend has no generation function")
+    if backend.no_generation:
+        return None, backend.no_generation
+    return backend.generate, None
 
 
 @dataclass
@@ -50,13 +41,14 @@ class Runtime:
     batched: bool = False  # logits() runs its sequences as one padded batch (else one by one)
 
 
-def artifact_runtime(backend, backend_name: str, artifact_dir: Path, record: dict, threads: int) -> Runtime:
-    """The runtime of a built artifact, from what its backend module offers today: `run_logits`, the
-    generation function `generator` finds, and onnxruntime's batch dimension for ONNX graphs."""
-    gen, reason = generator(backend_name, backend)
-    if backend_name == "onnx":
-        from llmbuild.evaluation import onnx_runtime
+def artifact_runtime(backend, artifact_dir: Path, record: dict, threads: int) -> Runtime:
+    """The runtime of a built artifact, from what its backend offers (`run_logits`, `generate` or the
+    reason there is none); an ONNX graph with past key values of any batch size (what the onnx backend
+    writes) is run a padded batch at a time instead of one sequence at a time."""
+    from llmbuild.evaluation import onnx_runtime
 
+    gen, reason = generator(backend)
+    if onnx_runtime.batchable(artifact_dir, record, threads):
         def logits(seqs):
             return onnx_runtime.batch_logits(artifact_dir, record, seqs, threads=threads)
 
@@ -70,7 +62,7 @@ def artifact_runtime(backend, backend_name: str, artifact_dir: Path, record: dic
     def generate(prompt_ids, max_new_tokens, eos_id):
         return gen(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=threads)
 
-    return Runtime(name=backend.RUNTIME_DIST, logits=logits, generate=generate if gen else None,
+    return Runtime(name=backend.runtime.dist, logits=logits, generate=generate if gen else None,
                    no_generation=reason, batched=batched)
 
 

@@ -132,8 +132,9 @@ def _golden_ids(tok, prompt: str, how: str) -> list[int]:
     return list(tok(prompt).input_ids)
 
 
-def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path) -> dict:
-    """The `evalref` stage: token ids for every runtime and the source model's figures."""
+def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path, context: int | None = None) -> dict:
+    """The `evalref` stage: token ids for every runtime and the source model's figures, every sequence
+    within `context` when an artifact declares a context shorter than the model's."""
     import numpy as np
 
     from llmbuild.errors import InvalidInput
@@ -142,7 +143,7 @@ def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path
 
     tok = _tokenizer(model_dir, trust_remote_code)
     src = TorchModel(model_dir, dtype, trust_remote_code)
-    n_ctx = int(src.model.config.max_position_embeddings)
+    n_ctx = min(int(src.model.config.max_position_embeddings), context or 1 << 62)
     window = min(cfg.window or MAX_AUTO_WINDOW, n_ctx)
     bos = _bos(tok)
     ref: dict = {"window": window, "model_dtype": src.dtype, "settings": _settings(cfg)}
@@ -206,8 +207,9 @@ def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path
         from llmbuild.evaluation import harness
         from llmbuild.evaluation.runtimes import source_runtime
 
-        lm = harness.make_lm(source_runtime(src, cfg.threads), model_dir, cfg.harness, trust_remote_code)
+        lm = harness.make_lm(source_runtime(src, cfg.threads), model_dir, cfg.harness, trust_remote_code, n_ctx)
         summary["harness"] = harness.evaluate(lm, cfg.harness)
+        ref["harness_max_length"] = lm.max_length  # every artifact gets the source's
     (out / "evalref.json").write_text(json.dumps(ref))
     np.savez(out / "evalref.npz", **arrays)
     return summary
@@ -280,7 +282,7 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
     def logits(seqs):
         return backend.run_logits(artifact_dir, export_record, seqs)
 
-    rec: dict = {"status": "evaluated", "runtime": backend.RUNTIME_DIST}
+    rec: dict = {"status": "evaluated", "runtime": backend.runtime.dist}
     if "parity" in ref:
         wins = ref["parity"]["windows"]
         rows, nlls, ref_rows = [], [], []
@@ -313,7 +315,7 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
             agree = sum(x["pred"] == p for x, p in zip(scored, t["source_preds"])) / len(scored)
             rec["tasks"][name] = {"format": t["format"], **_mc_summary(scored), "acc_source": s["acc"],
                                   "acc_norm_source": s["acc_norm"], "agreement_with_source": round(agree, 4)}
-    gen, reason = generator(backend_name, backend)
+    gen, reason = generator(backend)
     if "golden" in ref:
         if gen is None:
             rec["golden"] = {"status": "skipped", "reason": reason}
@@ -329,8 +331,8 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
                              "examples": [{"prompt": q, "answer": a, "output": o.strip()}
                                           for q, a, o in list(zip(g["questions"], g["answers"], outs))[:5]]}
     if "speed" in ref:
-        if gen is None or getattr(backend, "SPEED_SKIPPED", None):
-            rec["speed"] = {"status": "skipped", "reason": reason or backend.SPEED_SKIPPED}
+        if gen is None or backend.no_speed:
+            rec["speed"] = {"status": "skipped", "reason": reason or backend.no_speed}
         else:
             def one(p, n, t):
                 return gen(artifact_dir, export_record, p, n, None, threads=cfg.threads, timings=t)
@@ -345,8 +347,8 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
         from llmbuild.evaluation import harness
         from llmbuild.evaluation.runtimes import artifact_runtime
 
-        runtime = artifact_runtime(backend, backend_name, artifact_dir, export_record, cfg.threads)
-        lm = harness.make_lm(runtime, model_dir, cfg.harness, trust_remote_code)
+        runtime = artifact_runtime(backend, artifact_dir, export_record, cfg.threads)
+        lm = harness.make_lm(runtime, model_dir, cfg.harness, trust_remote_code, ref.get("harness_max_length"))
         rec["harness"] = harness.compare(harness.evaluate(lm, cfg.harness), ref_summary.get("harness") or {})
     return rec
 

@@ -132,7 +132,7 @@ def test_onnx_fp32_matches_hf(env, references, chat):
     from llmbuild.targets import onnx
 
     out, rec = export(onnx, env, "onnx32")
-    runtime = artifact_runtime(onnx, "onnx", out, rec, threads=2)
+    runtime = artifact_runtime(onnx.BACKEND, out, rec, threads=2)
     assert runtime.batched
     assert_same(ours(env, runtime, cfg(env, apply_chat_template=chat)), references[chat], rel=1e-6)
 
@@ -145,7 +145,7 @@ def test_gguf_f32_matches_hf(env, references, chat):
     from llmbuild.targets import gguf
 
     out, rec = export(gguf, env, "gguf-f32", quant="f32")
-    runtime = artifact_runtime(gguf, "gguf", out, rec, threads=2)
+    runtime = artifact_runtime(gguf.BACKEND, out, rec, threads=2)
     assert not runtime.batched
     # llama.cpp's f32 kernels round differently from torch's (logits differ by ~1e-4, each token's
     # log-probability by up to ~1e-4): a request's summed log-likelihood agrees to ~1e-6 relative
@@ -160,7 +160,7 @@ def test_trtllm_checkpoint_through_its_loader(env, references):
     from llmbuild.targets import trtllm
 
     out, rec = export(trtllm, env, "trtllm-bf16", dtype="bf16")
-    mine = ours(env, artifact_runtime(trtllm, "trtllm", out, rec, threads=2), cfg(env))
+    mine = ours(env, artifact_runtime(trtllm.BACKEND, out, rec, threads=2), cfg(env))
     theirs = references[False]
     assert set(mine["tasks"]) == set(TASKS) and not mine["skipped"]
     def value(resp):

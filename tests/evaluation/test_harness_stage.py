@@ -54,7 +54,7 @@ def test_source_and_artifacts_side_by_side(stage):
     assert src["tasks"]["t_mc"]["n"] == len(harness_tasks.QUESTIONS) and src["tasks"]["t_mc"]["num_fewshot"] == 0
     assert set(src["tasks"]["t_mc"]["metrics"]) == {"acc", "acc_norm"}
     out, rec = artifact(stage, "onnx32")
-    ev = evaluate.run(onnx, "onnx", out, rec, stage.ref_out, stage.summary, stage.model, stage.cfg, False)
+    ev = evaluate.run(onnx.BACKEND, "onnx", out, rec, stage.ref_out, stage.summary, stage.model, stage.cfg, False)
     acc = ev["harness"]["tasks"]["t_mc"]["metrics"]["acc"]
     assert acc["value"] == acc["source"] and acc["drop"] == 0 and acc["stderr"] is not None
     gates = evaluate.apply_gates(ev, {}, stage.cfg)
@@ -110,7 +110,7 @@ def test_card_eval_json_and_model_index(stage):
     art["runtime"] = "onnxruntime"
     art["skipped"] = {}
     rows = [{"name": "cpu-onnx", "evaluation": {"harness": art, "gates": harness.gates(art, {"acc": 0.01})}}]
-    build = SimpleNamespace(eval_source={"harness": src}, contamination_record={
+    build = SimpleNamespace(eval_source={"harness": src}, contamination={
         "n": 13, "min_words": 8, "training_documents": 308, "training_files": ["train.jsonl"], "gates": [],
         "sets": [{"set": "golden", "kind": "golden set", "source": "golden.jsonl", "documents": 38, "checked": 38,
                   "too_short": 0, "contaminated": 38, "share": 1.0,

@@ -118,7 +118,7 @@ def test_builtin_scorer_matches_the_harness_through_the_adapters(tiny_models, tm
         out = tmp_path / "onnx"
         out.mkdir()
         rec = onnx.export(open_checkpoint(model_dir), onnx.Options(), out, ArtifactMeta(name="t"), lambda *a: None)
-        rt = artifact_runtime(onnx, "onnx", out, rec, threads=2)
+        rt = artifact_runtime(onnx.BACKEND, out, rec, threads=2)
     names = {"llmbuild_mmlu_sample": "mmlu", "llmbuild_hellaswag_sample": "hellaswag"}
     cfg = HarnessConfig(tasks=list(names), include_path=str(task_yamls(tmp_path / "tasks")), num_fewshot=0,
                         bootstrap_iters=10)
