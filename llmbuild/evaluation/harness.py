@@ -241,9 +241,27 @@ def key_parts(cfg, digest) -> dict | None:
                                              "fewshot_as_multiturn", "system_instruction", "max_length",
                                              "bootstrap_iters")}
     return {"lm_eval": version(), "settings": settings, "include_path": inc,
-            "tasks": {name: {"config": json.loads(json.dumps(t.dump_config(), sort_keys=True, default=str)),
-                             "docs": _digest_docs(t.eval_docs), "fewshot_docs": _digest_docs(t.fewshot_docs())}
+            "tasks": {name: {"config": _task_config(t), "docs": _digest_docs(t.eval_docs),
+                             "fewshot_docs": _digest_docs(t.fewshot_docs())}
                       for name, t in sorted(tasks.items())}}
+
+
+def _task_config(task) -> dict:
+    """A task's config as plain JSON that is the same in every process: functions by their source (a
+    repr would hold a memory address), and without the YAML's path (its content is digested instead)."""
+    import inspect
+
+    def plain(obj):
+        if callable(obj):
+            try:
+                return inspect.getsource(obj)
+            except (TypeError, OSError):
+                return getattr(obj, "__qualname__", type(obj).__name__)
+        return str(obj)
+
+    cfg = json.loads(json.dumps(task.dump_config(), sort_keys=True, default=plain))
+    (cfg.get("metadata") or {}).pop("config_source", None)
+    return cfg
 
 
 def max_length(cfg, config, tokenizer, context: int | None = None) -> int:

@@ -144,3 +144,24 @@ def test_settings_the_artifact_side_reads_change_evalref_outputs(tiny_models, tm
                                                                      golden_max_new_tokens=n), "auto", False, out)
         outs.append((out / "evalref.json").read_bytes())
     assert outs[0] != outs[1]
+
+
+def test_the_key_is_the_same_in_another_process(stage):
+    """The shipped demo task uses Python functions (custom_dataset, doc_to_choice): the key holds their
+    source, never a repr with a memory address, so a second build reuses the evaluation."""
+    import subprocess
+    import sys
+
+    from llmbuild.evaluation import harness
+    from llmbuild.hashing import sha256_file, sha256_json
+    from tests.conftest import REPO
+
+    code = ("import sys; from llmbuild.config import HarnessConfig; from llmbuild.evaluation import harness; "
+            "from llmbuild.hashing import sha256_file, sha256_json; "
+            "print(sha256_json(harness.key_parts(HarnessConfig(tasks=['demo_facts', 'demo_facts_gen'], "
+            "include_path=sys.argv[1]), sha256_file)))")
+    inc = str(REPO / "data" / "eval" / "harness")
+    other = subprocess.run([sys.executable, "-c", code, inc], capture_output=True, text=True, check=True, cwd=REPO)
+    here = sha256_json(harness.key_parts(HarnessConfig(tasks=["demo_facts", "demo_facts_gen"], include_path=inc),
+                                         sha256_file))
+    assert other.stdout.strip() == here
