@@ -638,10 +638,14 @@ def _rope_switch(arch) -> dict:
     if not longer:
         return {}
     n = longer[0]
+    # llama.cpp rounds n_ctx up to a multiple of 256 (llama_context: GGML_PAD(n_ctx, 256))
+    short = (f"for inputs of up to {n} tokens keep n_ctx at {n} or less to compute what the model computes"
+             if n >= 256 and n % 256 == 0 else
+             f"llama.cpp rounds n_ctx up to a multiple of 256, so inputs of up to {n} tokens run with the long "
+             "factors here where transformers uses the short ones")
     return {"rope_switch_context": n,
-            "rope_note": f"llama.cpp uses the LongRoPE long factors for every token once n_ctx is over {n} "
-                         f"tokens (transformers: once a sequence passes {n}); for shorter inputs keep n_ctx at {n} or less "
-                         "(llama.cpp rounds it up to a multiple of 256) to compute what the model computes"}
+            "rope_note": f"llama.cpp uses the LongRoPE long factors for every token once n_ctx is over {n} tokens "
+                         f"(transformers: once a sequence passes {n}); {short}"}
 
 
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
