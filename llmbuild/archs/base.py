@@ -8,9 +8,10 @@ sliding windows per layer, tied embeddings, context). A family that differs subc
 overrides the facts that differ (qwen2.py: q/k/v biases and NeoX rope; qwen3.py: q/k norms), as
 llama.cpp's families override `set_gguf_parameters` and `modify_tensors`.
 
-Targets ask these objects and never test an architecture's name. Facts that no current family has
-(a norm offset, soft-capping, an embedding scale) are here with their neutral values, so a target can
-refuse what it cannot compute yet with a clear message instead of computing something else.
+Targets ask these objects and never test an architecture's name. Facts some families have are here
+with their neutral values (a norm offset, an embedding scale, an attention scale, soft-capping, post
+norms, fused projections, a rope per layer, partial rotary), so a target computes every family the same
+way; what llama.cpp hard-codes differently a family reports through `gguf_refusal`.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ class Arch:
         return self.config.get("hidden_act", "silu")
 
     # facts of other families, neutral here: sqrt(hidden) embedding scale, attention and final logit
-    # soft-capping (Gemma 2)
+    # soft-capping (Gemma 2: properties read from its config)
     embedding_scale: ClassVar[float | None] = None
     attn_softcap: ClassVar[float | None] = None
     final_softcap: ClassVar[float | None] = None

@@ -23,7 +23,15 @@ The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmb
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
 projections, RotaryEmbedding on q and k, one Attention node (grouped-query heads, past key/value in,
 present out, an additive mask, a window per sliding-window layer), an RMSNormalization per head of q
-and k where the family has them, and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
+and k where the family has them, and the gated MLP. The facts other families add are ops on that
+skeleton: Gemma's (1 + w) norms an Add on the scale, its sqrt(hidden) embedding scale a Mul, its
+query_pre_attn_scalar Attention's `scale`, attention soft-capping Attention's `softcap` (applied before
+the mask, as transformers does), the final logit cap Div/Tanh/Mul in float32, the post-attention and
+post-MLP norms two more RMSNormalizations, GELU-tanh ONNX Gelu(approximate="tanh"); Phi-3's fused
+qkv_proj and gate_up_proj one Gemm each, then Split; per-layer ropes (Gemma 3's two bases) their own
+cos/sin; LongRoPE's factors chosen per pass by a Where on the largest position id, as transformers'
+longrope_frequency_update does, with cos/sin scaled by its attention factor; partial rotary
+RotaryEmbedding's `rotary_embedding_dim`. Linear layers are Gemm(transB=1) on
 [tokens, features], so weights keep the checkpoint's [out, in] layout (written without a transpose) and
 tied embeddings are one initializer read by both the Gather and the output Gemm.
 
