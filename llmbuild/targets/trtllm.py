@@ -179,8 +179,9 @@ def needs_calibration(options) -> bool:
     return options.quant == "int4_awq" or (options.quant == "fp8" and options.fp8_activation_scales == "calibrated")
 
 
-# bump when this writer's output changes for the same options (2: the AWQ search scores 11 alphas, not 21)
-WRITER_REVISION = 2
+# bump when this writer's output changes for the same options (2: the AWQ search scores 11 alphas, not 21;
+# 3: calibration runs each layer with its sliding window, as the model does)
+WRITER_REVISION = 3
 
 
 def key_extra(options) -> dict:
