@@ -212,8 +212,6 @@ def _main(argv: list[str]) -> int:
         first = compose(recipe_file, combos[0], extra_dirs, hydra_config=True)
         # a search's parameters (hydra.sweeper.params) are checked value by value, like a sweep's combinations
         combos += [[*combos[0], o] for o in mr.search_overrides(first)]
-        if builds:
-            sweep_dir, overrides = mr.pin_sweep_dir(first, overrides)
     else:
         combos = [overrides]
     for combo in combos:
@@ -223,7 +221,12 @@ def _main(argv: list[str]) -> int:
 
             bc = typed_config(cfg)  # targets' options are checked here too, before anything runs
             if multirun:
+                from llmbuild.plan import make_plan
+
+                make_plan(bc)  # the plan's static checks for every combination, before the first build
                 mr.check_objective(bc, str(first.hydra.sweeper.get("_target_", "")))
+    if multirun and builds:
+        sweep_dir, overrides = mr.pin_sweep_dir(first, overrides)
     return _run_hydra(recipe_file, flags, overrides, multirun, sweep_dir)
 
 

@@ -11,6 +11,7 @@ nothing that came before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import os
@@ -38,13 +39,17 @@ STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "ex
 
 
 def tool_versions(dists) -> dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "absent"
-    return out
+    return {d: _dist_version(d) for d in dists}
+
+
+@functools.cache
+def _dist_version(dist: str) -> str:
+    # once per process: every stage key asks, and each lookup scans site-packages (a third of an unchanged
+    # rebuild's time before this cache)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def _plain(obj):

@@ -253,7 +253,8 @@ def write_summary(sweep_dir: Path) -> dict:
             # one artifact shared by several builds (a target the sweep did not vary) is one point
             r["same_as"] = seen.setdefault(r["artifact"], len(rows)) if r["artifact"] else len(rows)
             rows.append(r)
-    points = [r for i, r in enumerate(rows) if r["same_as"] == i]
+    # the fronts hold what shipped: artifacts of builds that passed every gate, each artifact once
+    points = [r for i, r in enumerate(rows) if r["same_as"] == i and r["build_status"] == "built"]
     quality, q_better = ("kld", "low") if any(_num(r.get("kld")) for r in points) else ("top1", "high")
     size_front = pareto_front(points, "size_mb", "low", quality, q_better)
     speed_front = pareto_front(points, "gen_tok_s", "high", quality, q_better)
@@ -261,23 +262,25 @@ def write_summary(sweep_dir: Path) -> dict:
         r["pareto_size"], r["pareto_speed"] = i in size_front, i in speed_front
     for r in rows:
         first = rows[r["same_as"]]
-        r.setdefault("pareto_size", first.get("pareto_size", False))
-        r.setdefault("pareto_speed", first.get("pareto_speed", False))
+        r.setdefault("pareto_size", first.get("pareto_size", False) and r["build_status"] == "built")
+        r.setdefault("pareto_speed", first.get("pareto_speed", False) and r["build_status"] == "built")
     tasks = sorted({k for r in rows for k in r if k.startswith("acc:")})
     search = is_search(plan.get("sweeper"))
     code = exit_code(jobs, search)
-    failed = [j for j in jobs if j.exit_code != 0 and not (search and j.exit_code == 4 and code == 0)]
+    infeasible = [j for j in jobs if search and j.exit_code == 4 and code == 0]
+    failed = [j for j in jobs if j.exit_code != 0 and j not in infeasible]
     plots = _plots(sweep_dir, points, quality, q_better)
     summary = {
         "schema_version": 1, "sweep_dir": str(sweep_dir), "sweeper": plan.get("sweeper"),
         "direction": plan.get("direction"), "objective": plan.get("objective"),
         "launcher": plan.get("launcher"), "quality": quality, "exit_code": code,
         "jobs": [j.__dict__ for j in jobs], "rows": rows, "plots": plots,
-        "built": sum(j.built for j in jobs), "failed": len(failed),
+        "built": sum(j.built for j in jobs), "failed": len(failed), "infeasible": [j.num for j in infeasible],
     }
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (sweep_dir / "summary.csv").write_text(_csv(rows, tasks))
-    (sweep_dir / "summary.md").write_text(_markdown(summary, jobs, rows, tasks, failed, quality, plots, search))
+    (sweep_dir / "summary.md").write_text(_markdown(summary, jobs, rows, tasks, failed, infeasible, quality, plots,
+                                                     search))
     return summary
 
 
@@ -331,14 +334,15 @@ def _columns(tasks: list[str]) -> list[tuple[str, str]]:
                    ("same_as_job", "same artifact as")]
 
 
-def _markdown(summary, jobs, rows, tasks, failed, quality, plots, search) -> str:
+def _markdown(summary, jobs, rows, tasks, failed, infeasible, quality, plots, search) -> str:
     q = {"kld": "mean KL divergence (lower is better)", "top1": "top-1 agreement (higher is better)"}[quality]
     out = [f"# Sweep summary: {summary['built']} of {len(jobs)} builds built, {summary['failed']} failed",
            "",
            f"Sweeper: `{_short(summary['sweeper'])}`, launcher: `{_short(summary['launcher'])}`, exit code "
-           f"{summary['exit_code']}. Quality is the {q} against the source model; a row is on the size front when "
-           f"no other artifact is both smaller and better, on the speed front when none is both faster and better "
-           f"(tokens/s generated). An artifact several builds share is one point; its repeats name the job that has it first (`same artifact as`).",
+           f"{summary['exit_code']}. Quality is the {q} against the source model; an artifact of a build that "
+           f"passed its gates is on the size front when no other is both smaller and better, on the speed front "
+           f"when none is both faster and better (tokens/s generated). An artifact several builds share is one "
+           f"point; its repeats name the job that has it first (`same artifact as`).",
            ""]
     cols = _columns(tasks)
     out.append("| " + " | ".join(h for _, h in cols) + " | build | manifest |")
@@ -348,13 +352,18 @@ def _markdown(summary, jobs, rows, tasks, failed, quality, plots, search) -> str
         cells[-1] = f"job {rows[r['same_as']]['job']}" if r["same_as"] != i else ""
         if r["pareto_size"] or r["pareto_speed"]:
             cells[2] = f"**{cells[2]}**"
+        if r["build_status"] != "built":
+            cells[2] += f" ({r['build_status']})"
         out.append("| " + " | ".join(cells) + f" | [build]({r['build']}) | [manifest]({r['manifest']}) |")
     if not rows:
         out.append("| " + " | ".join("-" for _ in cols) + " | - | - |")
-    if failed:
-        out += ["", "## Failed", "", "| job | overrides | exit code | status | reason | build |", "|---|---|---|---|---|---|"]
-        varying = _varying_keys([j.overrides for j in jobs])
-        for j in failed:
+    varying = _varying_keys([j.overrides for j in jobs])
+    for title, listed in (("Failed", failed), ("Infeasible (a gate failed: the search's constraint)", infeasible)):
+        if not listed:
+            continue
+        out += ["", f"## {title}", "", "| job | overrides | exit code | status | reason | build |",
+                "|---|---|---|---|---|---|"]
+        for j in listed:
             link = f"[build]({_rel(Path(j.build_dir), Path(summary['sweep_dir']))})" if (
                 j.build_dir and Path(j.build_dir).exists()) else "-"
             reason = (j.error or "").replace("|", "\\|")
@@ -485,4 +494,5 @@ def print_summary(s: dict, file=sys.stderr) -> None:
     print(f"sweep: {s['built']} built, {s['failed']} failed; summary: {sweep_dir / 'summary.md'}", file=file)
     for j in s["jobs"]:
         if j["exit_code"] != 0:
-            print(f"  job {j['num']} {j['status']} (exit {j['exit_code']}): {j['error']}", file=file)
+            what = "infeasible" if j["num"] in s.get("infeasible", []) else j["status"]
+            print(f"  job {j['num']} {what} (exit {j['exit_code']}): {j['error']}", file=file)
