@@ -120,7 +120,7 @@ def test_truncated_file_is_detected(tmp_path):
     with open(e.out / "w.bin", "r+b") as fh:
         fh.truncate(10)
     hit, why = cache.get("kind", KEY)
-    assert hit is None and "out/w.bin is 10 bytes, 1000 when committed (truncated or modified)" == why
+    assert hit is None and why == "out/w.bin is 10 bytes, 1000 when committed (truncated or modified)"
 
 
 def test_missing_file_is_detected(tmp_path):

@@ -5,6 +5,7 @@ answer, and a bad sweep fails before any build."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -269,13 +270,9 @@ def test_ray_launcher_on_a_local_cluster(ws):
     finally:
         # the cluster's processes are this test's session: end that group only
         os.killpg(head.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         head.wait()
         shutil.rmtree(ray_tmp, ignore_errors=True)
