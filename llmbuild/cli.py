@@ -4,7 +4,8 @@ The recipe is Hydra's primary config: `recipe=NAME` picks `NAME.yaml` from the r
 (`$LLMBUILD_RECIPES`, os.pathsep-separated, then ./recipes, then the recipes/ shipped beside conf/),
 or `recipe=path/to/file.yaml`. `conf/` is on the search path, so recipes compose its groups.
 Every composition is checked before Hydra runs it, so a bad key or value ends with one line and
-exit 2 instead of Hydra's multi-line error; a sweep (-m) is checked combination by combination.
+exit 2 instead of Hydra's multi-line error; a sweep (-m) is checked combination by combination, and
+llmbuild/multirun.py handles the rest of a sweep (launcher and sweeper plugins, its folder, its exit code).
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def _recipe_from_hydra() -> str | None:
         return None
     hc = HydraConfig.get()
     for src in hc.runtime.config_sources:
-        if src.provider == "main" and str(src.path).startswith("file://"):
-            return str(Path(str(src.path)[len("file://"):]) / f"{hc.job.config_name}.yaml")
+        if src.provider == "main" and src.schema == "file":
+            return str(Path(str(src.path)) / f"{hc.job.config_name}.yaml")
     return None
 
 

@@ -118,7 +118,8 @@ def test_joblib_launcher_runs_builds_in_workers(ws):
     for j in s["jobs"]:
         result = json.loads((sweep / str(j["num"]) / "result.json").read_text())
         assert result["exit_code"] == 0 and result["pid"] != p.pid  # came back from a worker process
-        assert manifest(Path(result["build_dir"]))["status"] == "built"
+        m = manifest(Path(result["build_dir"]))
+        assert m["status"] == "built" and m["recipe_file"] == str(REPO / "tests" / "recipes" / "tiny.yaml")
     assert {r["precision"] for r in s["rows"] if r["target"] == "gguf8"} == {"f16", "bf16"}
 
 
