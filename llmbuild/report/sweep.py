@@ -170,6 +170,9 @@ def artifact_rows(build_dir: Path) -> list[dict]:
             "prompt_tok_s": speed.get("prompt_tokens_per_s"),
             "verification": v.get("status", "not run"),
             "evaluation": e.get("status"),
+            # what the front may hold: an artifact whose verification and evaluation gates all passed
+            "gates": ("failed" if "failed" in (v.get("status"), e.get("status")) else
+                      "passed" if v.get("status") == "passed" else v.get("status", "not run")),
             "artifact": (a.get("export") or {}).get("outputs_digest"),
         }
         for task, t in (e.get("tasks") or {}).items():
@@ -253,23 +256,23 @@ def write_summary(sweep_dir: Path) -> dict:
             # one artifact shared by several builds (a target the sweep did not vary) is one point
             r["same_as"] = seen.setdefault(r["artifact"], len(rows)) if r["artifact"] else len(rows)
             rows.append(r)
-    # the fronts hold what shipped: artifacts of builds that passed every gate, each artifact once
-    points = [r for i, r in enumerate(rows) if r["same_as"] == i and r["build_status"] == "built"]
-    quality, q_better = ("kld", "low") if any(_num(r.get("kld")) for r in points) else ("top1", "high")
+    # the fronts hold what could ship: artifacts whose gates passed, each artifact once
+    points = [r for i, r in enumerate(rows) if r["same_as"] == i and r["gates"] == "passed"]
+    quality, q_better = ("kld", "low") if any(_num(r.get("kld")) for r in rows) else ("top1", "high")
     size_front = pareto_front(points, "size_mb", "low", quality, q_better)
     speed_front = pareto_front(points, "gen_tok_s", "high", quality, q_better)
     for i, r in enumerate(points):
         r["pareto_size"], r["pareto_speed"] = i in size_front, i in speed_front
     for r in rows:
         first = rows[r["same_as"]]
-        r.setdefault("pareto_size", first.get("pareto_size", False) and r["build_status"] == "built")
-        r.setdefault("pareto_speed", first.get("pareto_speed", False) and r["build_status"] == "built")
+        r.setdefault("pareto_size", first.get("pareto_size", False) and r["gates"] == "passed")
+        r.setdefault("pareto_speed", first.get("pareto_speed", False) and r["gates"] == "passed")
     tasks = sorted({k for r in rows for k in r if k.startswith("acc:")})
     search = is_search(plan.get("sweeper"))
     code = exit_code(jobs, search)
     infeasible = [j for j in jobs if search and j.exit_code == 4 and code == 0]
     failed = [j for j in jobs if j.exit_code != 0 and j not in infeasible]
-    plots = _plots(sweep_dir, points, quality, q_better)
+    plots = _plots(sweep_dir, rows, quality, q_better)
     summary = {
         "schema_version": 1, "sweep_dir": str(sweep_dir), "sweeper": plan.get("sweeper"),
         "direction": plan.get("direction"), "objective": plan.get("objective"),
@@ -330,7 +333,7 @@ def _columns(tasks: list[str]) -> list[tuple[str, str]]:
     cols = [("job", "job"), ("overrides", "overrides"), ("target", "target"), ("precision", "precision")]
     cols += [(f, h) for f, h, _ in FIGURES]
     cols += [(t, f"{t.split(':', 1)[1]} acc") for t in tasks]
-    return cols + [("verification", "verified"), ("pareto_size", "front (size)"), ("pareto_speed", "front (speed)"),
+    return cols + [("gates", "gates"), ("pareto_size", "front (size)"), ("pareto_speed", "front (speed)"),
                    ("same_as_job", "same artifact as")]
 
 
@@ -339,9 +342,9 @@ def _markdown(summary, jobs, rows, tasks, failed, infeasible, quality, plots, se
     out = [f"# Sweep summary: {summary['built']} of {len(jobs)} builds built, {summary['failed']} failed",
            "",
            f"Sweeper: `{_short(summary['sweeper'])}`, launcher: `{_short(summary['launcher'])}`, exit code "
-           f"{summary['exit_code']}. Quality is the {q} against the source model; an artifact of a build that "
-           f"passed its gates is on the size front when no other is both smaller and better, on the speed front "
-           f"when none is both faster and better (tokens/s generated). An artifact several builds share is one "
+           f"{summary['exit_code']}. Quality is the {q} against the source model; an artifact that passed its "
+           f"gates is on the size front when no other such artifact is both smaller and better, on the speed "
+           f"front when none is both faster and better (tokens/s generated). An artifact several builds share is one "
            f"point; its repeats name the job that has it first (`same artifact as`).",
            ""]
     cols = _columns(tasks)
@@ -352,8 +355,6 @@ def _markdown(summary, jobs, rows, tasks, failed, infeasible, quality, plots, se
         cells[-1] = f"job {rows[r['same_as']]['job']}" if r["same_as"] != i else ""
         if r["pareto_size"] or r["pareto_speed"]:
             cells[2] = f"**{cells[2]}**"
-        if r["build_status"] != "built":
-            cells[2] += f" ({r['build_status']})"
         out.append("| " + " | ".join(cells) + f" | [build]({r['build']}) | [manifest]({r['manifest']}) |")
     if not rows:
         out.append("| " + " | ".join("-" for _ in cols) + " | - | - |")
@@ -393,7 +394,8 @@ def _short(target: str | None) -> str:
 
 def _csv(rows: list[dict], tasks: list[str]) -> str:
     cols = ["job", "overrides", "build_status", "target", "backend", "precision", *[f for f, _, _ in FIGURES],
-            *tasks, "verification", "evaluation", "pareto_size", "pareto_speed", "same_as", "build", "manifest"]
+            *tasks, "verification", "evaluation", "gates", "pareto_size", "pareto_speed", "same_as", "build",
+            "manifest"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -402,13 +404,21 @@ def _csv(rows: list[dict], tasks: list[str]) -> str:
     return buf.getvalue()
 
 
-def _plots(sweep_dir: Path, points: list[dict], quality: str, q_better: str) -> list[str]:
-    """size vs quality and speed vs quality, the front drawn as a step line; [] when nothing to plot."""
+def _plots(sweep_dir: Path, rows: list[dict], quality: str, q_better: str) -> list[str]:
+    """size vs quality and speed vs quality, the front drawn as a line and labelled, artifacts that failed a
+    gate as crosses; [] when nothing to plot."""
     made = []
+    several_jobs = len({r["job"] for r in rows}) > 1
+    firsts = [r for i, r in enumerate(rows) if r["same_as"] == i]
+
+    def label(r):
+        name = r["target"] if str(r["precision"]) in r["target"] else f"{r['target']} {r['precision']}"
+        return f"{name} (job {r['job']})" if several_jobs else name
+
     for name, x, x_label, x_better, front_key in (
             ("pareto_size.png", "size_mb", "size (MB)", "low", "pareto_size"),
             ("pareto_speed.png", "gen_tok_s", "generated tokens/s", "high", "pareto_speed")):
-        pts = [r for r in points if _num(r.get(x)) and _num(r.get(quality))]
+        pts = [r for r in firsts if _num(r.get(x)) and _num(r.get(quality))]
         if not pts:
             continue
         import matplotlib
@@ -416,16 +426,21 @@ def _plots(sweep_dir: Path, points: list[dict], quality: str, q_better: str) -> 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-        off = [r for r in pts if not r[front_key]]
+        fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
         on = sorted((r for r in pts if r[front_key]), key=lambda r: r[x])
+        off = [r for r in pts if not r[front_key] and r["gates"] == "passed"]
+        bad = [r for r in pts if r["gates"] != "passed"]
         ax.scatter([r[x] for r in off], [r[quality] for r in off], c="#999999", label="artifact", zorder=2)
+        ax.scatter([r[x] for r in bad], [r[quality] for r in bad], c="#999999", marker="x",
+                   label="a gate failed", zorder=2)
         ax.plot([r[x] for r in on], [r[quality] for r in on], "o-", c="#d62728", label="Pareto front", zorder=3)
-        for r in pts:
-            ax.annotate(f"{r['target']} {r['precision']} (job {r['job']})", (r[x], r[quality]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+        for r in on:  # the front is labelled; every point is in summary.md
+            ax.annotate(label(r), (r[x], r[quality]), fontsize=7, xytext=(4, 2), textcoords="offset points")
         if quality == "kld" and all(r[quality] > 0 for r in pts):
             ax.set_yscale("log")
+        xs = [r[x] for r in pts]
+        if min(xs) > 0 and max(xs) / min(xs) > 4:  # sizes from Q2_K to fp32 spread over a decade
+            ax.set_xscale("log")
         ax.set_xlabel(x_label + (" (lower is better)" if x_better == "low" else " (higher is better)"))
         ax.set_ylabel({"kld": "mean KL divergence vs source (lower is better)",
                        "top1": "top-1 agreement vs source (higher is better)"}[quality])

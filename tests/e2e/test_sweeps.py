@@ -76,7 +76,8 @@ def test_summary_rows_links_and_fronts(ws):
     onnx = next(r for r in built if r["target"] == "onnx32")
     # bf16 is f16's size with a larger KLD: dominated; f16 and the fp32 ONNX (lowest KLD) are on the front
     assert f16["pareto_size"] and onnx["pareto_size"] and not bf16["pareto_size"]
-    assert not any(r["pareto_size"] for r in rows if r["build_status"] != "built")
+    assert not any(r["pareto_size"] for r in rows if r["gates"] != "passed")
+    assert next(r for r in rows if r["build_status"] == "gate failed" and r["target"] == "gguf8")["gates"] == "failed"
     # the ONNX target did not vary: one artifact, one point; every build's row points at the first
     onnx_rows = [i for i, r in enumerate(rows) if r["target"] == "onnx32"]
     assert len({rows[i]["artifact"] for i in onnx_rows}) == 1
@@ -200,15 +201,12 @@ def test_optuna_search_finds_the_smallest_passing_type(ws):
 # -- bad input: one line, exit 2, no build and no sweep started -----------------------------------------
 @pytest.mark.parametrize("args,needles", [
     (["model.seed=1,abc"], ["model.seed", "abc"]),
-    (["model.source=init,ftp"], ["model.source", "ftp"]),
     (["+targets.gguf8.colour=red,blue"], ["targets.gguf8", "colour"]),
     (["targets.gguf8.quant=f16,f32", "eval.max_tokens=24,1"], ["eval.max_tokens", "at least 2"]),  # the plan's check
     (["targets.gguf8.quant=f16", "hydra/launcher=rq"], ["hydra/launcher=rq", "pip install hydra-rq-launcher"]),
     (["hydra/sweeper=optuna", "targets.gguf8.backend=choice(gguf,tensorflow)", "build.objective=gguf8.size_mb"],
      ["targets.gguf8.backend", "tensorflow"]),
     (["hydra/sweeper=optuna", "targets.gguf8.quant=choice(f16,f32)"], ["build.objective", "needs the figure it optimises"]),
-    (["hydra/sweeper=optuna", "targets.gguf8.quant=choice(f16,f32)", "build.objective=gguf8.speed"],
-     ["build.objective=gguf8.speed", "unknown figure"]),
 ])
 def test_bad_sweep_fails_before_any_build(tmp_path, args, needles):
     proc = run_cli(["-m", "recipe=tiny", corpus_override(), *args], tmp_path)
