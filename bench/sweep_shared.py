@@ -63,7 +63,8 @@ def main() -> None:
     for j in jobs:
         print(f"| {j['num']} | {j['quant']} | {j['seconds']:.1f} | {len(j['ran'])} ({', '.join(j['ran'])}) | "
               f"{j['target_s']:.1f} | {j['finetune']} |")
-    first = jobs[0] if a.launcher == "basic" else max(jobs, key=lambda j: j["seconds"])
+    # the build that computed the fine-tune (with joblib the others waited for it, their seconds include that)
+    first = next((j for j in jobs if j["finetune"] == "run"), jobs[0])
     shared = first["seconds"] + sum(j["target_s"] for j in jobs if j is not first)
     independent = len(jobs) * first["seconds"]
     runs = sum(j["finetune"] == "run" for j in jobs)

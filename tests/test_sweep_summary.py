@@ -115,3 +115,17 @@ def test_shipped_sweep_recipes_compose_and_plan(recipe, group, target):
         bc = typed_config(compose(f, [f"recipe={recipe}", *extra]))
         make_plan(bc)
         multirun.check_objective(bc, str(cfg.hydra.sweeper._target_))
+
+
+def test_an_artifact_is_on_the_front_where_its_gates_passed(tmp_path):
+    """One artifact, two builds: a tight gate fails it in one and a loose one passes it in the other."""
+    failed = _artifact("g", 1_000_000, 0.01, "same")
+    failed["verification"]["status"] = "failed"
+    a = _build(tmp_path, "a", [failed])
+    b = _build(tmp_path, "b", [_artifact("g", 1_000_000, 0.01, "same")])
+    s_dir = tmp_path / "sweep"
+    for n, (build, code) in enumerate([(a, 4), (b, 0)]):
+        sweep.write_job_result(s_dir / str(n), {"num": n, "overrides": [f"gate={n}"], "exit_code": code,
+                                                 "build_dir": str(build)})
+    rows = sweep.write_summary(s_dir)["rows"]
+    assert [(r["gates"], r["pareto_size"], r["same_as"]) for r in rows] == [("failed", False, 0), ("passed", True, 0)]

@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -256,23 +257,29 @@ def write_summary(sweep_dir: Path) -> dict:
             # one artifact shared by several builds (a target the sweep did not vary) is one point
             r["same_as"] = seen.setdefault(r["artifact"], len(rows)) if r["artifact"] else len(rows)
             rows.append(r)
-    # the fronts hold what could ship: artifacts whose gates passed, each artifact once
-    points = [r for i, r in enumerate(rows) if r["same_as"] == i and r["gates"] == "passed"]
+    # the fronts hold what could ship: each artifact once, where its gates passed (one artifact can pass one
+    # build's gates and fail another's tighter ones)
+    passing: dict[Any, int] = {}
+    for i, r in enumerate(rows):
+        if r["gates"] == "passed":
+            passing.setdefault(r["artifact"] or i, i)
+    points = [rows[i] for i in passing.values()]
     quality, q_better = ("kld", "low") if any(_num(r.get("kld")) for r in rows) else ("top1", "high")
     size_front = pareto_front(points, "size_mb", "low", quality, q_better)
     speed_front = pareto_front(points, "gen_tok_s", "high", quality, q_better)
     for i, r in enumerate(points):
         r["pareto_size"], r["pareto_speed"] = i in size_front, i in speed_front
-    for r in rows:
-        first = rows[r["same_as"]]
-        r.setdefault("pareto_size", first.get("pareto_size", False) and r["gates"] == "passed")
-        r.setdefault("pareto_speed", first.get("pareto_speed", False) and r["gates"] == "passed")
+    for i, r in enumerate(rows):
+        point = rows[passing[r["artifact"] or i]] if (r["artifact"] or i) in passing else {}
+        r.setdefault("pareto_size", point.get("pareto_size", False) and r["gates"] == "passed")
+        r.setdefault("pareto_speed", point.get("pareto_speed", False) and r["gates"] == "passed")
+    never_passed = [r for i, r in enumerate(rows) if r["same_as"] == i and (r["artifact"] or i) not in passing]
     tasks = sorted({k for r in rows for k in r if k.startswith("acc:")})
     search = is_search(plan.get("sweeper"))
     code = exit_code(jobs, search)
     infeasible = [j for j in jobs if search and j.exit_code == 4 and code == 0]
     failed = [j for j in jobs if j.exit_code != 0 and j not in infeasible]
-    plots = _plots(sweep_dir, rows, quality, q_better)
+    plots = _plots(sweep_dir, rows, points, never_passed, quality)
     summary = {
         "schema_version": 1, "sweep_dir": str(sweep_dir), "sweeper": plan.get("sweeper"),
         "direction": plan.get("direction"), "objective": plan.get("objective"),
@@ -404,12 +411,11 @@ def _csv(rows: list[dict], tasks: list[str]) -> str:
     return buf.getvalue()
 
 
-def _plots(sweep_dir: Path, rows: list[dict], quality: str, q_better: str) -> list[str]:
-    """size vs quality and speed vs quality, the front drawn as a line and labelled, artifacts that failed a
-    gate as crosses; [] when nothing to plot."""
+def _plots(sweep_dir: Path, rows: list[dict], points: list[dict], failed: list[dict], quality: str) -> list[str]:
+    """size vs quality and speed vs quality: the front drawn as a line and labelled, the other passing
+    artifacts as dots, those that failed a gate as crosses; [] when nothing to plot."""
     made = []
     several_jobs = len({r["job"] for r in rows}) > 1
-    firsts = [r for i, r in enumerate(rows) if r["same_as"] == i]
 
     def label(r):
         name = r["target"] if str(r["precision"]) in r["target"] else f"{r['target']} {r['precision']}"
@@ -418,7 +424,7 @@ def _plots(sweep_dir: Path, rows: list[dict], quality: str, q_better: str) -> li
     for name, x, x_label, x_better, front_key in (
             ("pareto_size.png", "size_mb", "size (MB)", "low", "pareto_size"),
             ("pareto_speed.png", "gen_tok_s", "generated tokens/s", "high", "pareto_speed")):
-        pts = [r for r in firsts if _num(r.get(x)) and _num(r.get(quality))]
+        pts = [r for r in points + failed if _num(r.get(x)) and _num(r.get(quality))]
         if not pts:
             continue
         import matplotlib
@@ -427,9 +433,9 @@ def _plots(sweep_dir: Path, rows: list[dict], quality: str, q_better: str) -> li
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
-        on = sorted((r for r in pts if r[front_key]), key=lambda r: r[x])
-        off = [r for r in pts if not r[front_key] and r["gates"] == "passed"]
-        bad = [r for r in pts if r["gates"] != "passed"]
+        on = sorted((r for r in pts if r in points and r[front_key]), key=lambda r: r[x])
+        off = [r for r in pts if r in points and not r[front_key]]
+        bad = [r for r in pts if r not in points]
         ax.scatter([r[x] for r in off], [r[quality] for r in off], c="#999999", label="artifact", zorder=2)
         ax.scatter([r[x] for r in bad], [r[quality] for r in bad], c="#999999", marker="x",
                    label="a gate failed", zorder=2)
