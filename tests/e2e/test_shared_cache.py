@@ -134,6 +134,20 @@ def test_read_only_cache_dir(built, tmp_path):
     assert {k: v for k, v in after.items() if k in before} == before and len(after) == len(before)
 
 
+def test_dry_run_plans_on_a_read_only_cache(built):
+    """A dry run writes nothing, so it plans on a cache it may only read (a CI job inspecting a shared cache)."""
+    built = built[0]
+    cache = built / "outputs" / ".cache"
+    before = _snapshot(cache)
+    try:
+        proc = run_cli([*ARGS, "build.dry_run=true", f"build.cache_dir={cache}"], built, wrap=_read_only(cache))
+    finally:
+        cache.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[export:gguf8] reused from cache" in proc.stderr
+    assert _snapshot(cache) == before
+
+
 def test_read_only_outputs_dir(built, tmp_path):
     built = built[0]
     ro = tmp_path / "ro-out"

@@ -174,7 +174,7 @@ def test_a_worker_that_dies_is_reported_failed(ws, tmp_path):
     sweep = sweep_dirs(cwd)[-1]
     s = json.loads((sweep / "summary.json").read_text())
     dead = next(j for j in s["jobs"] if "targets.gguf8.quant=bf16" in j["overrides"])
-    assert dead["status"] == "died" and dead["exit_code"] is None and not dead["build_dir"]
+    assert dead["status"] == "died" and dead["exit_code"] is None and not dead["build_dir"], (dead, proc.stderr[-2000:])
     assert "died before its build reported a result" in dead["error"]
     assert not any(r["precision"] == "bf16" for r in s["rows"])  # never shown as built
     assert s["exit_code"] == 1 and "## Failed" in (sweep / "summary.md").read_text()
