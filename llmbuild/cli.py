@@ -259,6 +259,12 @@ def _run_hydra(recipe_file: Path, flags: list[str], overrides: list[str], multir
               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); traceback in {log_bug(e)}",
               file=sys.stderr)
         launcher_failed = True
+    except KeyboardInterrupt:
+        if sweep_dir is not None:  # what finished is kept: say so before stopping
+            from llmbuild import multirun
+
+            multirun.finish(sweep_dir, launcher_failed=True)
+        raise
     finally:
         sys.argv = saved
     if sweep_dir is not None:
