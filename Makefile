@@ -8,7 +8,13 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 LLAMACPP ?= 1
 LLAMACPP_VERSION ?= 0.3.36
-WHEELS ?= $(HOME)/.cache/llmbuild-wheels
+# llama.cpp's default build tunes for the compiling CPU (GGML_NATIVE), which makes a cached wheel crash
+# on another CPU, and its AMX kernels segfault on small matrices (seen on a Sapphire Rapids VM:
+# ggml_backend_amx_mul_mat on the tiny test models). So the wheel targets x86-64-v3 (AVX2/FMA/F16C),
+# which every x86 server of the last decade runs, and the cache folder is named after these flags
+# (--no-cache-dir: pip's own wheel cache would hand back a wheel built with other flags).
+LLAMACPP_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON,-DGGML_NATIVE=OFF)
+WHEELS ?= $(HOME)/.cache/llmbuild-wheels/$(if $(filter x86_64,$(shell uname -m)),x86-64-v3,portable)
 
 .PHONY: demo test install llamacpp clean
 
@@ -26,7 +32,7 @@ ifeq ($(LLAMACPP),1)
 	@if ! $(VENV)/bin/python -c "import llama_cpp" 2>/dev/null; then \
 	  ls $(WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl >/dev/null 2>&1 || { \
 	    echo "building llama-cpp-python $(LLAMACPP_VERSION) from source once (about 6 min on 2 cores)"; \
-	    CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps llama-cpp-python==$(LLAMACPP_VERSION) -w $(WHEELS); }; \
+	    CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(PIP) wheel -q --no-cache-dir --no-deps llama-cpp-python==$(LLAMACPP_VERSION) -w $(WHEELS); }; \
 	  $(PIP) install -q $(WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl; \
 	fi
 endif

@@ -50,7 +50,7 @@ ME = Path(__file__).resolve()
 GNU_TIME = "/usr/bin/time"
 LLAMA_CPP = WORK / "llama.cpp"
 
-# The anchors' environments: pinned as in /work/shared/reference/anchors-measured.md. torch is pinned
+# The anchors' environments: pinned as in docs/anchors.md. torch is pinned
 # because an open range pulls the multi-GB CUDA build.
 VENVS = {
     "optimum": ["torch==2.13.0", "optimum-onnx==0.1.0", "transformers==4.57.6", "onnxruntime==1.32.0"],
@@ -342,11 +342,12 @@ def export_child(backend_name: str, options: str, model: str, out: str, record_f
     from llmbuild.targets import backend
     from llmbuild.targets.common import ArtifactMeta, no_progress
 
-    mod = backend(backend_name)
-    opts = mod.Options(**json.loads(options))
+    b = backend(backend_name)
+    opts = b.Options(**json.loads(options))
     ckpt = open_checkpoint(Path(model))
-    mod.check(opts, ckpt.config, f"bench.{backend_name}")
-    record = mod.export(ckpt, opts, Path(out), ArtifactMeta(name=Path(model).name), no_progress)
+    b.check_options(opts, f"bench.{backend_name}")
+    b.check_model(opts, ckpt.arch, ckpt.dir, f"bench.{backend_name}")
+    record = b.export(ckpt, opts, Path(out), ArtifactMeta(name=Path(model).name), no_progress)
     Path(record_file).write_text(json.dumps(record, default=str))
 
 

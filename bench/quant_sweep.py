@@ -161,7 +161,7 @@ def sweep(model: str, anchors: bool) -> dict:
         rec = onnx_quant.apply(out, SimpleNamespace(quant=quant, dtype="fp32", block_size=32, accuracy_level=4), fp32)
         dt = time.monotonic() - t0
         rows.append(row(f"onnx-{quant}", rec["quant"]["method"], rec["bytes"], rec["bits_per_weight"],
-                        evaluate_dir(onnx, "onnx", out, rec), round(dt, 2)))
+                        evaluate_dir(onnx.BACKEND, "onnx", out, rec), round(dt, 2)))
         print(f"  {model}: onnx-{quant} done", flush=True)
     if anchors:
         f16 = next((d / "artifacts" / "gguf-f16").glob("*.gguf"))
@@ -176,7 +176,7 @@ def sweep(model: str, anchors: bool) -> dict:
             rec = {"file": f"model-{quant}.gguf"}
             rows.append(row(f"llama.cpp-{quant}", "llama.cpp llama_model_quantize on the F16 GGUF",
                             (out / rec["file"]).stat().st_size, st["bits_per_weight"],
-                            evaluate_dir(gguf, "gguf", out, rec), round(dt, 2)))
+                            evaluate_dir(gguf.BACKEND, "gguf", out, rec), round(dt, 2)))
             print(f"  {model}: llama.cpp-{quant} done ({n_params} params)", flush=True)
         genai = genai_int4(model_dir, extra / "genai-int4")
         if genai:
@@ -187,7 +187,7 @@ def sweep(model: str, anchors: bool) -> dict:
             rec = {"head_dim": hf.get("head_dim") or hf["hidden_size"] // heads,
                    "kv_heads": hf.get("num_key_value_heads") or heads}
             backend = SimpleNamespace(run_logits=onnx_runtime.run_logits, generate=onnx_runtime.generate,
-                                      RUNTIME_DIST="onnxruntime")
+                                      runtime=onnx.BACKEND.runtime, no_generation=None, no_speed=None)
             nbytes = sum(p.stat().st_size for p in out.glob("model.onnx*"))
             n_params = next(a for a in m["artifacts"] if a["target"] == "onnx-fp32")["export"]["num_parameters"]
             rows.append(row("genai-int4", "onnxruntime-genai builder -p int4 -e cpu", nbytes,

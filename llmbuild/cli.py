@@ -11,6 +11,7 @@ llmbuild/multirun.py handles the rest of a sweep (launcher and sweeper plugins, 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -73,6 +74,48 @@ def _error_line(e: Exception) -> str:
     return ": ".join(dict.fromkeys(parts)) or "invalid recipe"
 
 
+def _composition_error(recipe_file: Path, overrides: list[str], e: Exception) -> str:
+    """One line for what Hydra, OmegaConf or PyYAML raised while composing: the file (and line and
+    column) or the defaults entry at fault, never Hydra's multi-line report."""
+    import yaml
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    chain, c = [], e
+    while c is not None and len(chain) < 8:
+        chain.append(c)
+        c = c.__cause__ or c.__context__
+    for c in chain:
+        if isinstance(c, yaml.MarkedYAMLError) and c.problem_mark is not None:
+            m = c.problem_mark
+            where = m.name if m.name and not m.name.startswith("<") else str(recipe_file)
+            what = "; ".join(x for x in (c.context, c.problem) if x)
+            return f"{where}:{m.line + 1}:{m.column + 1}: YAML does not parse ({what})"
+    for c in chain:
+        if isinstance(c, MissingConfigException):
+            first = str(c).splitlines()[0].rstrip(".")
+            found = re.match(r"In '([^']+)': Could not (?:load|find) '([^']+)'", first)
+            options = f"; available: {', '.join(c.options)}" if c.options else ""
+            if found:
+                cfg_name, missing = found.groups()
+                group, _, choice = missing.rpartition("/")
+                for o in overrides:  # a command-line choice (`finetune=nosuch`) rather than the recipe's
+                    if group and o.lstrip("+~") == f"{group}={choice}":
+                        return f"{o}: no config {group}/{choice}.yaml{options}"
+                where = recipe_file if cfg_name == recipe_file.stem else f"{cfg_name}.yaml"
+                return f"{where}: the defaults entry {missing!r} names no config in the recipe folder or conf/{options}"
+            name = re.search(r"'([^']+)'", first)
+            return f"{recipe_file.name}: {name.group(1) if name else first} names no config{options}"
+        if isinstance(c, OverrideParseException):
+            lines = [x for x in str(c).splitlines() if x.strip()]
+            what = (lines[0] if lines else type(c).__name__).removesuffix(": None").rstrip(".")
+            shown = c.override if c.override and c.override.isprintable() else repr(c.override or "")
+            return f"{shown}: not a valid override ({what})"
+        if isinstance(c, ConfigCompositionException) and "must be a DictConfig" in str(c):
+            return (f"{recipe_file}: a recipe must be a YAML mapping (defaults:, model:, targets: ...), "
+                    f"not {'a list' if 'ListConfig' in str(c) else 'a single value'}")
+    return f"{recipe_file.name}: {_error_line(e)}"
+
+
 def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = (), hydra_config: bool = False):
     """Compose a recipe with overrides (Hydra's Compose API); InvalidInput on any composition error.
     hydra_config keeps the `hydra` node (launcher, sweeper, sweep folder) for a multirun's checks."""
@@ -91,7 +134,7 @@ def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = (),
             return hydra_compose(config_name=recipe_file.stem, overrides=[*overrides, sp],
                                  return_hydra_config=hydra_config)
     except Exception as e:  # Hydra and OmegaConf raise many types for a bad recipe
-        raise InvalidInput(f"{recipe_file.name}: {_error_line(e)}") from None
+        raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -120,12 +163,17 @@ def _task(cfg):
         print(f"llmbuild: error: {e}", file=sys.stderr)
         code = e.exit_code
     except Exception as e:  # a bug: one line here, the traceback in the build log
-        from llmbuild.ui import log_bug
+        if _disk_full(e):
+            # a disk that filled outside a stage (the build folder's documents): the environment, not a bug
+            error, code = f"{e.filename or 'the outputs folder'}: {e.strerror}", 2
+        else:
+            from llmbuild.ui import log_bug
 
-        where = log_bug(e)
-        error = f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); see {where}"
+            where = log_bug(e)
+            error = (f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                     f"please report it with {where}")
+            code = 1
         print(f"llmbuild: error: {error}", file=sys.stderr)
-        code = 1
     _results.append(code)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         from llmbuild import multirun
@@ -149,6 +197,12 @@ def _recipe_from_hydra() -> str | None:
     return None
 
 
+def _disk_full(e: Exception) -> bool:
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _library_environment() -> None:
     """Environment for the libraries: quiet progress bars, polite threads. Set before they load."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -167,17 +221,32 @@ def _library_environment() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup a KeyboardInterrupt runs (a stage's temporary
+    folder, the build's documents) runs for it too; Python's default for SIGTERM would skip them."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
     _library_environment()
+    if _in_main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = _main(argv)
     except BuildError as e:
         print(f"llmbuild: error: {e}", file=sys.stderr)
         code = e.exit_code
-    except KeyboardInterrupt:
-        print("llmbuild: interrupted; the cache and earlier builds are intact", file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"llmbuild: {what}; the cache and earlier builds are intact, the next build resumes after "
+              "the last finished stage", file=sys.stderr)
+        code = 143 if isinstance(e, Terminated) else 130  # 128 + the signal's number, as shells report it
     except Exception as e:  # a bug before any build started: one line, the traceback in a log file
         from llmbuild.ui import log_bug
 
@@ -185,6 +254,12 @@ def main(argv: list[str] | None = None) -> None:
               f" please report it with {log_bug(e)}", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
 
 
 def _main(argv: list[str]) -> int:
@@ -209,7 +284,10 @@ def _main(argv: list[str]) -> int:
         from llmbuild.report.sweep import combinations
 
         mr.check_plugins(recipe_file, overrides)
-        combos = combinations(overrides)
+        try:
+            combos = combinations(overrides)
+        except Exception as e:  # Hydra's override grammar: a sweep that does not parse
+            raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
         first = compose(recipe_file, combos[0], extra_dirs, hydra_config=True)
         # a search's parameters (hydra.sweeper.params) are checked value by value, like a sweep's combinations
         combos += [[*combos[0], o] for o in mr.search_overrides(first)]

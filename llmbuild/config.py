@@ -3,11 +3,13 @@
 Hydra validates every composed recipe against these dataclasses: an unknown key or a wrong type
 fails at composition with the key's dotted path. Target options depend on the backend, so
 `targets` is a free mapping here and each target is validated against its backend's `Options`
-dataclass in `typed_config`. Nothing past `typed_config` reads raw OmegaConf nodes.
+dataclass in `typed_config`, then by the backend's recipe-only checks (`check_options`), so a bad
+option value fails before any work. Nothing past `typed_config` reads raw OmegaConf nodes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -47,7 +49,7 @@ class ModelConfig:
     repo_id: Optional[str] = None  # hub: e.g. "Qwen/Qwen2.5-0.5B"
     revision: str = "main"  # hub: branch, tag or commit; resolved to a commit sha and recorded
     path: Optional[str] = None  # local: checkpoint folder (config.json + safetensors)
-    architecture: str = "LlamaForCausalLM"  # init: a row of llmbuild/archs
+    architecture: str = "LlamaForCausalLM"  # init: an architecture of llmbuild/archs (archs.ARCHS)
     config: Dict[str, Any] = field(default_factory=dict)  # init: HF config keys (hidden_size, ...)
     seed: int = 0  # init: weights are a function of the seed
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -85,7 +87,9 @@ class EvalConfig:
     # The evaluate stage: every artifact through its own runtime, against the source model in torch.
     text: Optional[str] = None  # parity text: KLD (mean, p99), top-1, perplexity ratio vs the source; None skips
     heldout_text: Optional[str] = None  # held-out text for perplexity (source and each artifact); None skips
-    window: int = 0  # tokens per rolling window, second half scored (llama-perplexity); 0 = the model's context, at most 2048
+    # tokens per rolling window, second half scored (llama-perplexity): longer measures more context, costs time;
+    # 0 = the context every artifact declares (the model's, or a shorter one a target declares), at most 2048
+    window: int = 0
     max_windows: int = 8  # windows per text at most (0 = all): bounds time and the cached source logits
     tasks: List[McTask] = field(default_factory=list)  # multiple choice, scored as lm-evaluation-harness does
     golden: Optional[str] = None  # JSONL of {"prompt","answer"}: greedy answers through each runtime's KV cache
@@ -117,7 +121,7 @@ class BuildConfigSchema:
     model: ModelConfig = field(default_factory=ModelConfig)
     license: LicenseConfig = field(default_factory=LicenseConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    targets: Dict[str, Any] = field(default_factory=dict)  # name -> {backend: onnx|gguf, ...options}
+    targets: Dict[str, Any] = field(default_factory=dict)  # name -> {backend: one of targets.BACKENDS, ...options}
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -191,8 +195,33 @@ def _one_line(e: Exception) -> str:
     return f"{key}: {msg}" if key and key not in msg else msg
 
 
+# the range each gate's figure can take: a limit outside it could never pass (or never fail)
+GATE_RANGES = {
+    "min_top1": (0.0, 1.0),  # a share of positions
+    "min_acc": (0.0, 1.0),  # a multiple-choice accuracy
+    "min_golden_em": (0.0, 1.0),  # a share of golden answers
+    "max_kld": (0.0, math.inf),  # KL divergence is never negative
+    "max_abs_diff": (0.0, math.inf),  # an absolute difference
+    "max_ppl_ratio": (1.0, math.inf),  # below 1 would ask the artifact to beat its own source
+}
+
+
+def check_gates(gates, key: str) -> None:
+    """Every gate that is set lies in its figure's range (a plan-time check: exit 2 naming the gate)."""
+    if gates is None:
+        return
+    for name, (lo, hi) in GATE_RANGES.items():
+        v = getattr(gates, name, None)
+        if v is None:
+            continue
+        if math.isnan(v) or not lo <= v <= hi:  # inf passes for a max_* gate: no limit
+            span = f"{lo:g} to {hi:g}" if hi != math.inf else f"{lo:g} or more"
+            raise InvalidInput(f"{key}.{name}: {v:g} is outside the gate's range ({span})")
+
+
 def typed_config(cfg: DictConfig) -> BuildConfig:
-    """Turn the composed config into a BuildConfig, validating each target against its backend."""
+    """Turn the composed config into a BuildConfig, validating each target against its backend's
+    options and recipe-only checks."""
     from llmbuild import targets as target_registry
 
     try:
@@ -213,20 +242,21 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
         if not isinstance(node, DictConfig) or "backend" not in node:
             raise InvalidInput(f"{key}.backend: every target needs a backend (one of: "
                                f"{', '.join(sorted(target_registry.BACKENDS))})")
-        mod = target_registry.backend(str(node.backend), key=f"{key}.backend")
+        backend = target_registry.backend(str(node.backend), key=f"{key}.backend")
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(mod.Options), node)
+            merged = OmegaConf.merge(OmegaConf.structured(backend.Options), node)
             options = OmegaConf.to_object(merged)
         except OmegaConfBaseException as e:
             fk = getattr(e, "full_key", None)
             where = f"{key}.{fk}" if fk else key
-            known = ", ".join(f for f in mod.Options.__dataclass_fields__)
+            known = ", ".join(f for f in backend.Options.__dataclass_fields__)
             raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
-                               f"{mod.NAME}: {known})") from None
-        for opt in ("calibration_text", *getattr(mod, "PATH_OPTIONS", ())):
-            if hasattr(options, opt):
-                setattr(options, opt, resolve_path(getattr(options, opt)))
-        tlist.append(Target(str(name), mod.NAME, options))
+                               f"{backend.name}: {known})") from None
+        check_gates(getattr(options, "gates", None), f"{key}.gates")
+        for opt in backend.path_options:
+            setattr(options, opt, resolve_path(getattr(options, opt)))
+        backend.check_options(options, key)
+        tlist.append(Target(str(name), backend.name, options))
     if not tlist:
         raise InvalidInput("targets: the recipe declares no targets")
     return BuildConfig(obj.recipe, obj.build, obj.model, obj.license, obj.finetune, tlist, obj.eval, raw)

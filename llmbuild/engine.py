@@ -11,6 +11,7 @@ nothing that came before.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import importlib.metadata
 import json
@@ -28,12 +29,14 @@ from llmbuild.cache import Cache, Entry, link_tree
 from llmbuild.config import BuildConfig
 from llmbuild.errors import GateFailed, InvalidInput, LicenseViolation
 from llmbuild.hashing import sha256_json
-from llmbuild.plan import check_targets, make_plan
+from llmbuild.plain import plain
+from llmbuild.plan import check_model, make_plan
+from llmbuild.result import ArtifactResult, BuildResult, ModelResult
 from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
-# (verify 2, evaluate 2: trtllm checkpoints are read by ModelOpt's modules and answer golden sets)
+# (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets)
 STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 2,
                   "evalref": 1, "evaluate": 2}
 
@@ -50,19 +53,6 @@ def _dist_version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "absent"
-
-
-def _plain(obj):
-    """Dataclasses and enums as JSON-able values (for keys and the manifest)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "value") and obj.__class__.__module__ != "builtins":
-        return obj.value
-    return obj
 
 
 def default_model_name(bc: BuildConfig) -> str:
@@ -82,14 +72,37 @@ class Build:
         self.stages: list[dict] = []
         self.dry = bc.build.dry_run
         self.model_name = default_model_name(bc)
-        self.artifacts: dict[str, dict] = {}
+        self.artifacts: dict[str, ArtifactResult] = {}
         self.license_decision = None
+        self.license_files: dict[str, bytes] = {}
         self.model: ModelRef | None = None
         self.base_model: ModelRef | None = None  # the acquired model when fine-tuning replaced self.model
         self.finetune_record: dict | None = None
         self.finetune_out: Path | None = None
         self.warnings: list[str] = []
         self.eval_source: dict | None = None  # the source model's evaluation figures (evalref stage)
+        self.context: int | None = None  # every artifact is verified within it (plan.check_model)
+
+    def result(self, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> BuildResult:
+        """What the reports render: the typed result of this build as it stands."""
+        bc = self.bc
+
+        def model(ref: ModelRef | None) -> ModelResult | None:
+            return ModelResult(ref.dir, ref.digest, ref.files, ref.record) if ref else None
+
+        e = bc.eval
+        settings = {k: plain(getattr(e, k)) for k in ("text", "heldout_text", "window", "max_windows", "tasks",
+                                                      "golden", "golden_prompt", "golden_max_new_tokens", "speed",
+                                                      "speed_prompt_tokens", "speed_new_tokens", "speed_repeats",
+                                                      "threads")}
+        return BuildResult(
+            dir=self.dir, recipe=bc.recipe, recipe_file=bc.recipe_file, config=bc.raw, model_name=self.model_name,
+            source=bc.model.source.value, repo_id=bc.model.repo_id if bc.model.source.value == "hub" else None,
+            finetune_method=bc.finetune.method, eval_settings=settings, status=status, error=error,
+            seconds=seconds, tools=tools, host=host, model=model(self.model), base_model=model(self.base_model),
+            finetune=self.finetune_record, finetune_dir=self.finetune_out, license_decision=self.license_decision,
+            license_files=self.license_files if self.license_decision is not None else {}, stages=self.stages,
+            artifacts=list(self.artifacts.values()), warnings=self.warnings, eval_source=self.eval_source)
 
     # -- the stage runner -------------------------------------------------------------------------
     @staticmethod
@@ -119,8 +132,15 @@ class Build:
             self.ui.say(f"[{name}] running")
             # another build may be computing this very stage (a sweep, a second user on a shared cache):
             # cache.run waits for its lock and then reuses its entry instead of computing it twice
-            entry = self.cache.run(kind, key, fn, commit=commit, on_wait=lambda: self.ui.say(
-                f"[{name}] waiting: another build is running this stage ({key[:12]})"))
+            try:
+                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit, on_wait=lambda: self.ui.say(
+                    f"[{name}] waiting: another build is running this stage ({key[:12]})"))
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # Cache.run removed the partial output: name the file, keep no entry (exit 2)
+                raise InvalidInput(f"{e.filename or self.cache.root}: no space left on device while {name} wrote it; "
+                                   f"the partial output was removed and the cache keeps no entry for {name}") from None
             if entry.damaged and not damaged:
                 note["reason"] = f"cache entry damaged: {entry.damaged}"
                 self.ui.warn(f"[{name}] cache entry {key[:12]} refused: {entry.damaged}; ran the stage again")
@@ -145,7 +165,12 @@ class Build:
         self.model = self.acquire()
         if self.model is None:
             return []
-        self.warnings += check_targets(bc, self.model.record["config"])
+        from llmbuild.archs import for_config
+
+        arch = for_config(self.model.record["config"], str(self.model.dir / "config.json"))
+        checked = check_model(bc, arch, self.model.dir)
+        self.warnings += checked.warnings
+        self.context = checked.context
         if bc.finetune.method != "none":
             from llmbuild.finetune import stage as ft
 
@@ -179,9 +204,10 @@ class Build:
             model_dir = entry.out / rec["model_dir"]
         else:
             if m.source.value == "hub":
-                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc)
+                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc, m.trust_remote_code,
+                                          self.warnings)
             else:
-                rec = acquire.acquire_local(m.path, m.allow_pickle, sc)
+                rec = acquire.acquire_local(m.path, m.allow_pickle, sc, m.trust_remote_code, self.warnings)
             model_dir = Path(rec["model_dir"])
             self.ui.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
             self.stages.append({"stage": "acquire", "key": rec["model_digest"], "status": "checked",
@@ -232,8 +258,8 @@ class Build:
                 Path(bc.model.path).name if bc.model.source.value == "local" else None),
             source=bc.model.source.value,
             finetune=bc.finetune.method,
-            targets={t.name: {"backend": t.backend, "precision": registry.backend(t.backend).precision(t.options)}
-                     for t in bc.targets},
+            targets={t.name: {"backend": t.backend, "precision": registry.backend(t.backend).precision(t.options),
+                              "quantized": registry.backend(t.backend).quantized(t.options)} for t in bc.targets},
         )
         upstream = self.model.dir if bc.model.source.value != "init" else None
         lic = bc.license
@@ -278,8 +304,11 @@ class Build:
             return None
         parts = {"model": self.model.digest, "dtype": m.dtype.value,
                  "eval": evaluate.key_parts(e, self.cache.stat_cache.digest)}
+        if self.context != self.model.record["config"].get("max_position_embeddings"):
+            parts["context"] = self.context  # an artifact declares a shorter context: windows fit in it
         entry = self.stage("evalref", "evalref", parts,
-                           lambda out: evaluate.prepare(self.model.dir, e, m.dtype.value, m.trust_remote_code, out),
+                           lambda out: evaluate.prepare(self.model.dir, e, m.dtype.value, m.trust_remote_code, out,
+                                                        context=self.context),
                            tools=evaluate.TOOLS)
         if entry is not None:
             self.eval_source = entry.record
@@ -304,8 +333,8 @@ class Build:
         """Export, verify and evaluate one target; returns its failed gates."""
         from llmbuild.checkpoint import open_checkpoint
 
-        mod = registry.backend(t.backend)
-        options = _plain(t.options)
+        b = registry.backend(t.backend)
+        options = plain(t.options)
         gates_cfg = options.pop("gates")
         meta = self.artifact_meta()
         ckpt_dir, allow_pickle = self.model.dir, self.bc.model.allow_pickle
@@ -313,87 +342,94 @@ class Build:
         def do_export(out: Path) -> dict:
             ckpt = open_checkpoint(ckpt_dir, allow_pickle=allow_pickle)
             with self.ui.progress(f"export:{t.name}") as cb:
-                return mod.export(ckpt, t.options, out, meta, cb)
+                return b.export(ckpt, t.options, out, meta, cb)
 
-        key_extra = getattr(mod, "key_extra", None)
         exp = self.stage(f"export:{t.name}", f"export-{t.backend}",
-                         {"model": self.model.digest, "backend": mod.NAME, "options": options,
-                          "meta": _plain(meta), "extra": key_extra(t.options) if key_extra else {}},
-                         do_export, tools=mod.TOOLS)
-        info = {"target": t.name, "backend": t.backend, "precision": mod.precision(t.options), "options": options}
-        self.artifacts[t.name] = info
+                         {"model": self.model.digest, "backend": b.name, "options": options,
+                          "meta": plain(meta), "extra": b.key_extra(t.options)},
+                         do_export, tools=b.tools)
+        art = self.artifacts[t.name] = ArtifactResult(t.name, t.backend, b.precision(t.options),
+                                                      b.quantized(t.options), options, library=b.card_library)
         if exp is None:
             return []
-        info["export"] = {k: v for k, v in exp.record.items() if k not in ("out_files",)}
-        info["files"] = exp.files
+        art.export = {k: v for k, v in exp.record.items() if k not in ("out_files",)}
+        art.files = exp.files
+        art.usage, art.notes = b.usage(t.name, art.export, sorted(exp.files)), b.notes(art.export)
+        art.serving = b.serving(t.name, art.export)
         dest = self.dir / "artifacts" / t.name
         link_tree(exp.out, dest)
         for fname, data in self.license_files.items():
             (dest / fname).write_bytes(data)
         if ref is None:
             return []
-        gates = {**mod.default_gates(t.options), **{k: v for k, v in gates_cfg.items() if v is not None}}
-        if "max_ppl_ratio" not in gates:
-            from llmbuild.stages.verify import DEFAULT_PPL_RATIO
-
-            gates["max_ppl_ratio"] = DEFAULT_PPL_RATIO.get(info["precision"])
-        info["gates"] = {k: v for k, v in gates.items() if v is not None}
-        if not mod.runtime_available():
-            reason = f"{mod.RUNTIME_DIST} is not installed"
-            info["verification"] = {"status": "unverified", "reason": reason}
+        gates = {**b.default_gates(t.options), **{k: v for k, v in gates_cfg.items() if v is not None}}
+        art.gates = {k: v for k, v in gates.items() if v is not None}
+        if not b.runtime_available():
+            reason = f"{b.runtime.dist} is not installed"
+            art.verification = {"status": "unverified", "reason": reason}
             self.stages.append({"stage": f"verify:{t.name}", "key": None, "status": "skipped", "seconds": 0.0})
             if eref is not None:
-                info["evaluation"] = {"status": "skipped", "reason": reason}
+                art.evaluation = {"status": "skipped", "reason": reason}
             return []
-        failed = self.verify(t, mod, exp, ref, info, gates)
+        failed = self.verify(t, b, exp, ref, art, gates)
         if eref is not None:
-            failed += self.evaluate(t, mod, exp, eref, info, gates)
+            failed += self.evaluate(t, b, exp, eref, art, gates)
         return failed
 
-    def verify(self, t, mod, exp: Entry, ref: Entry, info: dict, gates: dict) -> list[dict]:
+    def verify(self, t, b, exp: Entry, ref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
         from llmbuild.stages import verify
 
         kv = self.bc.eval.kv_check
         ver = self.stage(f"verify:{t.name}", f"verify-{t.backend}",
                          # the loader too: the same bytes read by another loader is another verification
-                         {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": mod.NAME,
+                         {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": b.name,
                           "loader": exp.record.get("loader")},
-                         lambda out: verify.run(mod, exp.out, exp.record, ref.out / "reference.npz", kv),
-                         tools=(mod.RUNTIME_DIST, "numpy"))
+                         lambda out: verify.run(b, exp.out, exp.record, ref.out / "reference.npz", kv),
+                         tools=(b.runtime.dist, "numpy"))
         if ver is None:
             return []
         results = verify.apply_gates(ver.record, gates)
         status = "passed" if all(r["passed"] for r in results) else "failed"
-        info["verification"] = {"status": status, "runtime": mod.RUNTIME_DIST,
-                                "runtime_version": tool_versions([mod.RUNTIME_DIST])[mod.RUNTIME_DIST],
-                                "metrics": ver.record["metrics"], "kv_metrics": ver.record.get("kv_metrics"),
-                                "gates": results}
+        art.verification = {"status": status, "runtime": b.runtime.dist,
+                            "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist],
+                            "metrics": ver.record["metrics"], "kv_metrics": ver.record.get("kv_metrics"),
+                            "gates": results}
         m = ver.record["metrics"]
         self.ui.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
                     f"max |dlogit| {m['max_abs_diff']:.3g}", style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
-    def evaluate(self, t, mod, exp: Entry, eref: Entry, info: dict, gates: dict) -> list[dict]:
+    def evaluate(self, t, b, exp: Entry, eref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
         """Parity, perplexity, multiple choice, golden set and speed through the artifact's runtime."""
         from llmbuild.stages import evaluate
 
         e, m = self.bc.eval, self.bc.model
         ev = self.stage(f"evaluate:{t.name}", f"evaluate-{t.backend}",
                         {"artifact": exp.digest, "evalref": eref.digest, "model": self.model.digest,
-                         "backend": mod.NAME, "threads": e.threads, "loader": exp.record.get("loader")},
-                        lambda out: evaluate.run(mod, t.backend, exp.out, exp.record, eref.out, eref.record,
+                         "backend": b.name, "threads": e.threads, "loader": exp.record.get("loader")},
+                        lambda out: evaluate.run(b, t.backend, exp.out, exp.record, eref.out, eref.record,
                                                  self.model.dir, e, m.trust_remote_code),
-                        tools=(mod.RUNTIME_DIST, *evaluate.TOOLS))
+                        tools=(b.runtime.dist, *evaluate.TOOLS))
         if ev is None:
             return []
         results = evaluate.apply_gates(ev.record, gates)
         status = "passed" if all(r["passed"] for r in results) else "failed"
-        info["evaluation"] = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
-                              "gates": results,
-                              "runtime_version": tool_versions([mod.RUNTIME_DIST])[mod.RUNTIME_DIST]}
+        art.evaluation = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
+                          "gates": results, "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist]}
         self.ui.say(f"[evaluate:{t.name}] {status}: {_eval_line(ev.record)}",
                     style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
+
+
+def _with_pause_point(name: str, fn):
+    """fn, preceded by the test-only pause point (llmbuild/testhooks.py; inert unless its variables are set)."""
+    from llmbuild.testhooks import pause_point
+
+    def run(out: Path):
+        pause_point(name, out)
+        return fn(out)
+
+    return run
 
 
 def _eval_line(rec: dict) -> str:
@@ -493,8 +529,11 @@ def run_build(bc: BuildConfig, outcome: dict | None = None) -> int:
         cache.stat_cache.save()
         if build_dir.exists():
             try:
-                document.write_all(b, status=status, error=error, seconds=time.time() - started,
-                                   tools=tool_versions(_all_tools(bc)), host=_host())
+                from llmbuild.testhooks import pause_point
+
+                pause_point("document")
+                document.write_all(b.result(status, error, time.time() - started, tool_versions(_all_tools(bc)),
+                                            _host()))
             finally:
                 ui.close()
     if failed:
@@ -523,8 +562,8 @@ def _all_tools(bc: BuildConfig) -> list[str]:
 
         tools += [*ft.tools(bc.finetune), "matplotlib"]
     for t in bc.targets:
-        mod = registry.backend(t.backend)
-        tools += [*mod.TOOLS, mod.RUNTIME_DIST]
+        b = registry.backend(t.backend)
+        tools += [*b.tools, b.runtime.dist]
     return list(dict.fromkeys(tools))
 
 
@@ -534,4 +573,4 @@ def _host() -> dict:
 
 
 def json_dump(obj) -> str:
-    return json.dumps(_plain(obj), indent=2, sort_keys=False, default=str)
+    return json.dumps(plain(obj), indent=2, sort_keys=False, default=str)

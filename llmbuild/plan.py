@@ -1,13 +1,20 @@
 """Plan: the ordered stages of a build, and every check that can be made before heavy work.
 
-Static checks (recipe only) run before anything; model checks (architecture support per target) run
-right after acquisition, which is a cache hit or a header read, so both fail before the license gate,
-the reference model or any export spends time.
+Checks are split by what they need:
+- recipe-only checks run before anything: the schema and each backend's `check_options` when the
+  recipe is typed (config.typed_config), the rest here in `make_plan` (sources, evaluation files,
+  license settings, and for an `init` model the family each target must map);
+- model checks (`check_model`) run right after acquisition, which is a cache hit or a header read:
+  the family's config keys and rope kind (when its config.json is bound to its architecture class),
+  each target's support for the family, each backend's model checks (tokenizer, shapes, context),
+  and the context every artifact is verified within. Both fail before the license gate, the
+  reference model or any export spends time, and write nothing to the cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmbuild import targets as registry
 from llmbuild.config import BuildConfig
@@ -17,9 +24,19 @@ from llmbuild.finetune.config import METHODS as FINETUNE_METHODS
 
 @dataclass
 class Step:
-    name: str  # what the build prints: "acquire", "export:cpu-gguf"
+    name: str  # what the build prints: "acquire", "export:<target>"
     kind: str  # cache namespace
     target: str | None = None
+
+
+@dataclass
+class ModelCheck:
+    """What the model checks found: warnings to print, and the context the artifacts are verified in."""
+
+    warnings: list[str] = field(default_factory=list)
+    context: int | None = None  # the shortest context any artifact declares (None: the model states none)
+    context_reasons: dict[str, str] = field(default_factory=dict)  # target key -> why its context is shorter
+    shortest: str | None = None  # the target key declaring `context`, when an artifact set it
 
 
 def make_plan(bc: BuildConfig) -> list[Step]:
@@ -34,6 +51,10 @@ def make_plan(bc: BuildConfig) -> list[Step]:
         raise InvalidInput("eval.max_tokens: must be at least 2")
     if not bc.eval.probes:
         raise InvalidInput("eval.probes: at least one probe prompt is needed to verify the artifacts")
+    if m.source.value == "init":
+        from llmbuild.archs import arch_class
+
+        check_family(arch_class(m.architecture, "model.architecture"), m.architecture, bc)
     from llmbuild.licenses.config import validate as validate_license
     from llmbuild.stages import evaluate
 
@@ -55,15 +76,37 @@ def make_plan(bc: BuildConfig) -> list[Step]:
     return steps
 
 
-def check_targets(bc: BuildConfig, hf_config: dict) -> list[str]:
-    """Model-dependent checks per target; returns warnings (e.g. a runtime that is not installed)."""
-    warnings = []
+def check_family(cls, name: str, bc: BuildConfig) -> None:
+    """Every target's backend maps the family, or exit 2 naming the target and the backends that do."""
     for t in bc.targets:
-        mod = registry.backend(t.backend)
-        mod.check(t.options, hf_config, t.key)  # architecture first (check_architecture), then options
-        if not mod.runtime_available():
-            dist = mod.RUNTIME_DIST
-            hint = "pip install 'llmbuild[llamacpp]'" if dist == "llama-cpp-python" else f"pip install {dist}"
-            warnings.append(f"{t.key}: {dist} is not installed, so this artifact will be built but marked "
-                            f"UNVERIFIED ({hint})")
-    return warnings
+        if t.backend not in cls.targets:
+            raise InvalidInput(f"{t.key}.backend: {name} is not supported by the {t.backend} backend; backends that "
+                               f"support it: {', '.join(b for b in registry.names() if b in cls.targets)}")
+
+
+def check_model(bc: BuildConfig, arch, model_dir: Path) -> ModelCheck:
+    """Model checks per target (see the module docstring); returns warnings and the verified context."""
+    from llmbuild.stages import evaluate
+
+    check_family(type(arch), arch.name, bc)
+    out = ModelCheck(context=arch.context)
+    for t in bc.targets:
+        b = registry.backend(t.backend)
+        b.check_model(t.options, arch, model_dir, t.key)
+        ctx, why = b.context_length(t.options, arch)
+        if ctx and (out.context is None or ctx < out.context):
+            out.context, out.shortest = ctx, t.key
+        if why:
+            out.context_reasons[t.key] = why
+        if not b.runtime_available():
+            out.warnings.append(f"{t.key}: {b.runtime.dist} is not installed, so this artifact will be built but "
+                                f"marked UNVERIFIED ({b.runtime.install})")
+    short = out.shortest
+    if short in out.context_reasons:
+        # every artifact is verified within the shortest context an artifact declares
+        e, why = bc.eval, f"{out.context}-token context {short} declares ({out.context_reasons[short]})"
+        if e.max_tokens > out.context:
+            raise InvalidInput(f"eval.max_tokens: {e.max_tokens} tokens per probe is beyond the {why}; lower it")
+        if evaluate.enabled(e) and e.window > out.context:
+            raise InvalidInput(f"eval.window: {e.window} tokens is beyond the {why}; lower it or set 0")
+    return out

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from llmbuild.archs import lookup
+from llmbuild.archs import arch_class
 from llmbuild.errors import InvalidInput
 
 # llama-style special tokens; ids fixed so configs can name them
@@ -95,7 +95,7 @@ def create_model(
     import torch
     import transformers
 
-    lookup(architecture, where="model.architecture")
+    arch_class(architecture, where="model.architecture")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir:

@@ -14,14 +14,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see llmbuild/cli.py: spin
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "tokenizer_corpus.txt"
 
-TINY = {
-    "LlamaForCausalLM": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             intermediate_size=128, max_position_embeddings=256),
-    "MistralForCausalLM": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               intermediate_size=128, max_position_embeddings=256),
-    "Qwen2ForCausalLM": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=True),
-}
+def _registry():
+    from llmbuild import archs
+
+    tiny = {name: dict(archs.arch_class(name).tiny) for name in archs.names()}
+    variants = {v: spec for name in archs.names() for v, spec in archs.arch_class(name).variants.items()}
+    return tiny, variants
+
+
+# every supported architecture's tiny config, and every family's named variants (variant ->
+# (architecture, overrides)): from the registry (llmbuild/archs), never restated here
+TINY, VARIANTS = _registry()
 
 
 def make_tiny(out: Path, arch: str = "LlamaForCausalLM", seed: int = 0, **overrides) -> Path:
@@ -30,8 +33,27 @@ def make_tiny(out: Path, arch: str = "LlamaForCausalLM", seed: int = 0, **overri
     return create_model(out, arch, {**TINY[arch], **overrides}, seed=seed, train_text=CORPUS, vocab_size=512)
 
 
+def make_variant(out: Path, variant: str, seed: int = 0) -> Path:
+    arch, overrides = VARIANTS[variant]
+    return make_tiny(out, arch, seed, **overrides)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """One tiny checkpoint per supported architecture, made once per test session."""
     root = tmp_path_factory.mktemp("tiny")
     return {arch: make_tiny(root / arch, arch) for arch in TINY}
+
+
+@pytest.fixture(scope="session")
+def variant_models(tmp_path_factory):
+    """variant -> its tiny checkpoint, made on first use, once per test session."""
+    root = tmp_path_factory.mktemp("variants")
+    made: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in made:
+            made[variant] = make_variant(root / variant, variant)
+        return made[variant]
+
+    return get

@@ -11,34 +11,37 @@ import textwrap
 
 import pytest
 
-from llmbuild.archs import ARCHS, lookup
+from llmbuild.archs import arch_class, names
 from llmbuild.cache import Cache
 from llmbuild.checkpoint import open_checkpoint, safetensors_header
 from llmbuild.errors import InvalidInput
 from llmbuild.hashing import StatCache, sha256_file, sha256_json
 from tests.conftest import TINY, make_tiny
 
-# the architecture table, as a table: (HF name, gguf arch, permute q/k, qkv bias)
+# what llama.cpp's converter does with each architecture, as a table (conversion/__init__.py's
+# TEXT_MODEL_MAP -> the class's model_arch and undo_permute; the transformers modules for the biases):
+# (HF name, gguf arch, permute q/k, qkv bias, q/k norm)
 ARCH_ROWS = [
-    ("LlamaForCausalLM", "llama", True, False),
-    ("MistralForCausalLM", "llama", True, False),
-    ("Qwen2ForCausalLM", "qwen2", False, True),
+    ("LlamaForCausalLM", "llama", True, False, False),
+    ("MistralForCausalLM", "llama", True, False, False),
+    ("Qwen2ForCausalLM", "qwen2", False, True, False),
+    ("Qwen3ForCausalLM", "qwen3", False, False, True),
 ]
 
 
-@pytest.mark.parametrize("name,gguf_arch,permute,bias", ARCH_ROWS)
-def test_arch_rows(name, gguf_arch, permute, bias):
-    a = lookup(name)
-    assert (a.gguf_arch, a.gguf_permute_qk, a.qkv_bias) == (gguf_arch, permute, bias)
+@pytest.mark.parametrize("name,gguf_arch,permute,bias,qk_norm", ARCH_ROWS)
+def test_arch_rows(name, gguf_arch, permute, bias, qk_norm):
+    a = arch_class(name)
+    assert (a.gguf_arch, a.gguf_permute_qk, a.qkv_bias, a.qk_norm) == (gguf_arch, permute, bias, qk_norm)
 
 
 def test_arch_table_is_complete():
-    assert set(ARCHS) == {r[0] for r in ARCH_ROWS} == set(TINY)
+    assert set(names()) == {r[0] for r in ARCH_ROWS} == set(TINY)
 
 
 def test_unknown_arch_names_supported_ones():
     with pytest.raises(InvalidInput, match="GPT2LMHeadModel.*LlamaForCausalLM"):
-        lookup("GPT2LMHeadModel")
+        arch_class("GPT2LMHeadModel")
 
 
 def test_checkpoint_streams_every_tensor(tiny_models):

@@ -1,57 +1,79 @@
-"""Per-architecture facts as one table: what each Hugging Face architecture is and how targets map it.
+"""Model families: one module per family, one class per module, registered by the architectures it converts.
 
-One row per `architectures[0]` value of a `config.json`. The comment on each row names models that use
-it. Targets read these facts instead of testing architecture names in their own code, so adding an
-architecture of the Llama family is one row here (and a test row in tests/test_archs.py).
+`ARCHS` is the static table from a config.json `architectures[0]` to the module that converts it
+(llama.cpp's conversion/__init__.py TEXT_MODEL_MAP): listing and validating names import nothing, and
+a family's module is imported only when a model of it is built. The module's class registers itself
+with `@register(...)`; `arch_class(name)` returns it and `for_config(config)` binds it to one model's
+config.json (missing keys and rope kinds llmbuild does not map exit 2 there).
+
+Everything a target needs to know about a model comes from that object (archs/base.py): dims, rope,
+norms, activation, sliding windows per layer, tied embeddings, tensor names, how llama.cpp names and
+transforms each tensor, which linears share an input (AWQ), LoRA modules, and which targets map the
+family. Targets ask it; no module in llmbuild/targets names an architecture.
+
+Adding a dense family is one module here plus its row in ARCHS:
+    @register("NewForCausalLM")
+    class New(Arch):                 # or a subclass of the family it extends
+        gguf_arch = "new"            # llama.cpp's LLM_ARCH name; gguf_permute_qk for GPT-J-style rope
+        qkv_bias = ...; qk_norm = ...; required_config = (...); tiny = {...}; variants = {...}
+and overrides where its model computes something else (`layer`, `expected_tensors`,
+`gguf_parameters`, `gguf_transform`, `linear_groups`). The tests take every family, its tiny config
+and its variants from this registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from typing import TYPE_CHECKING
 
 from llmbuild.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from llmbuild.archs.base import Arch
 
-@dataclass(frozen=True)
-class Arch:
-    hf_name: str
-    # gguf `general.architecture` (llama.cpp's LLM_ARCH name)
-    gguf_arch: str
-    # llama.cpp's "llama" arch uses interleaved (GPT-J style) rotary pairs while HF uses rotate_half:
-    # its converter permutes q_proj/k_proj rows for these; "qwen2" uses NeoX rope and needs no permute.
-    gguf_permute_qk: bool
-    # q/k/v projections carry a bias
-    qkv_bias: bool
-    # config keys that must be present in config.json for any target to map the model
-    required_config: tuple[str, ...] = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "vocab_size",
-        "rms_norm_eps",
-    )
-
-
-ARCHS: dict[str, Arch] = {
-    # Llama 2, Llama 3.x, TinyLlama, SmolLM, Yi, DeepSeek (v1 dense) ...
-    "LlamaForCausalLM": Arch("LlamaForCausalLM", gguf_arch="llama", gguf_permute_qk=True, qkv_bias=False),
-    # Mistral 7B v0.1-v0.3, Mistral NeMo (sliding window is irrelevant below its 4096-token window)
-    "MistralForCausalLM": Arch("MistralForCausalLM", gguf_arch="llama", gguf_permute_qk=True, qkv_bias=False),
-    # Qwen2, Qwen2.5 (q/k/v bias, tied embeddings on the small sizes)
-    "Qwen2ForCausalLM": Arch("Qwen2ForCausalLM", gguf_arch="qwen2", gguf_permute_qk=False, qkv_bias=True),
+# config.json architecture -> module of llmbuild.archs that converts it
+ARCHS: dict[str, str] = {
+    "LlamaForCausalLM": "llama",  # Llama 2, Llama 3.x, TinyLlama, SmolLM, Yi, DeepSeek (v1 dense)
+    "MistralForCausalLM": "llama",  # Mistral 7B v0.1-v0.3, Mistral NeMo
+    "Qwen2ForCausalLM": "qwen2",  # Qwen2, Qwen2.5
+    "Qwen3ForCausalLM": "qwen3",  # Qwen3 dense
 }
 
-
-def lookup(hf_name: str | None, where: str = "config.json architectures") -> Arch:
-    """The row for an architecture, or exit 2 naming it and the supported ones."""
-    if hf_name not in ARCHS:
-        raise InvalidInput(
-            f"{where}: unsupported architecture {hf_name!r}; supported: {', '.join(sorted(ARCHS))}"
-        )
-    return ARCHS[hf_name]
+_CLASSES: dict[str, type[Arch]] = {}
 
 
-def architecture_of(config: dict, where: str = "config.json") -> str | None:
-    names = config.get("architectures") or []
-    return names[0] if names else None
+def register(*names: str):
+    """Class decorator: the family converts these config.json architectures (each must be in ARCHS)."""
+    def deco(cls):
+        for name in names:
+            if ARCHS.get(name) != cls.__module__.rsplit(".", 1)[-1]:
+                raise RuntimeError(f"{name}: add it to llmbuild.archs.ARCHS with module {cls.__module__!r}")
+            _CLASSES[name] = cls
+        cls.hf_names = tuple(names)
+        return cls
+    return deco
+
+
+def names() -> list[str]:
+    """Every architecture llmbuild converts, without importing any family."""
+    return sorted(ARCHS)
+
+
+def arch_class(name: str | None, where: str = "config.json architectures") -> type[Arch]:
+    """The class converting `name`, or exit 2 naming it and the supported ones."""
+    if name not in ARCHS:
+        raise InvalidInput(f"{where}: unsupported architecture {name!r}; supported: {', '.join(names())}")
+    if name not in _CLASSES:
+        importlib.import_module(f"llmbuild.archs.{ARCHS[name]}")
+    return _CLASSES[name]
+
+
+def architecture_of(config: dict) -> str | None:
+    names_ = config.get("architectures") or []
+    return names_[0] if names_ else None
+
+
+def for_config(config: dict, where: str = "config.json") -> Arch:
+    """The family of a config.json bound to it: the object every target asks."""
+    name = architecture_of(config)
+    return arch_class(name, f"{where} architectures")(config, name, where)

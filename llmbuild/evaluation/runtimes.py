@@ -1,31 +1,22 @@
 """Which function generates text through each backend's runtime, and the timing of one generation.
 
-A backend module may offer `generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id,
-threads=..., timings=None) -> list[int]` (greedy, through its runtime's KV cache; gguf does). ONNX
-graphs are driven here (onnx_runtime.py) through their past_key_values inputs. trtllm generates through
-its verifying loader (golden sets; its speed is skipped, see trtllm.SPEED_SKIPPED); a tensorrt engine
-generates only on its GPU, so golden sets and speed are skipped for it with that reason recorded.
+A backend (llmbuild/targets/base.py) generates greedily through its runtime's KV cache with
+`generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=..., timings=None)`, or
+declares `no_generation` with the reason (golden sets and speed are then skipped, the reason recorded);
+`no_speed` skips the speed figures of a backend that generates with a loader whose speed is not a
+deployment's.
 """
 
 from __future__ import annotations
 
 import statistics
 
-NO_GENERATION = {
-    "tensorrt": "a TensorRT engine generates on the GPU it was built for; the prepared graph has no KV cache",
-}
 
-
-def generator(backend_name: str, mod):
+def generator(backend):
     """(generate function, None) or (None, the reason there is none)."""
-    fn = getattr(mod, "generate", None)
-    if fn is not None:
-        return fn, None
-    if backend_name == "onnx":
-        from llmbuild.evaluation import onnx_runtime
-
-        return onnx_runtime.generate, None
-    return None, NO_GENERATION.get(backend_name, f"the {backend_name} backend has no generation function")
+    if backend.no_generation:
+        return None, backend.no_generation
+    return backend.generate, None
 
 
 def measure_speed(run, prompt_ids: list[int], new_tokens: int, repeats: int = 3) -> dict:

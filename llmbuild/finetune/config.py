@@ -47,7 +47,7 @@ class LoraSpec:
     rank: int = 16  # r of the low-rank update: higher learns more, costs memory and time linearly
     alpha: float = 32.0  # the update is scaled by alpha/rank: higher moves further from the base per step
     dropout: float = 0.05  # dropout on the LoRA input: regularizes small datasets, slows fitting
-    # modules that get an adapter; None: the architecture's row in DEFAULT_TARGET_MODULES (all linear
+    # modules that get an adapter; None: the architecture's `lora_modules` (llmbuild/archs: all linear
     # layers of attention and MLP, which learns more than attention-only at little extra cost)
     target_modules: list[str] | None = None
 
@@ -85,20 +85,6 @@ class FinetuneConfig:
     # run training under this launcher for several GPUs, e.g. "accelerate launch --config_file fsdp.yaml"
     # or "torchrun --nproc-per-node 8"; None: in the build process (one device)
     launcher: str | None = None
-
-
-# LoRA's default target modules per Hugging Face architecture: every linear layer of attention and MLP
-# (QLoRA's finding: adapting all of them matters more than the rank).
-_LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
-    "LlamaForCausalLM": _LLAMA_LINEAR,  # Llama 2/3.x, TinyLlama, SmolLM, Yi
-    "MistralForCausalLM": _LLAMA_LINEAR,  # Mistral 7B, NeMo
-    "Qwen2ForCausalLM": _LLAMA_LINEAR,  # Qwen2, Qwen2.5
-}
-# module names LoRA may target in each architecture (besides the defaults: the embeddings and the head)
-KNOWN_MODULES: dict[str, set[str]] = {
-    arch: {*mods, "embed_tokens", "lm_head"} for arch, mods in DEFAULT_TARGET_MODULES.items()
-}
 
 
 def from_dict(d: dict) -> FinetuneConfig:

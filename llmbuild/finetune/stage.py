@@ -32,8 +32,6 @@ from pathlib import Path
 
 from llmbuild.errors import InvalidInput
 from llmbuild.finetune.config import (
-    DEFAULT_TARGET_MODULES,
-    KNOWN_MODULES,
     METHODS,
     FinetuneConfig,
     Precision,
@@ -62,18 +60,19 @@ def _cuda() -> bool:
 
 def target_modules(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> list[str]:
     """The LoRA target modules: the recipe's, checked against the architecture, or its default row."""
-    from llmbuild.archs import architecture_of
+    from llmbuild.archs import ARCHS, arch_class, architecture_of
 
     arch = architecture_of(hf_config)
     mods = cfg.lora.target_modules
+    family = arch_class(arch) if arch in ARCHS else None  # the family's lora_modules / lora_extra_modules
     if mods is None:
-        if arch not in DEFAULT_TARGET_MODULES:
+        if family is None:
             raise InvalidInput(f"{key}.lora.target_modules: no default for architecture {arch}; list the module "
                                f"names to adapt (e.g. q_proj, v_proj)")
-        return list(DEFAULT_TARGET_MODULES[arch])
+        return list(family.lora_modules)
     if not mods:
         raise InvalidInput(f"{key}.lora.target_modules: empty; leave it null for the architecture's default")
-    known = KNOWN_MODULES.get(arch)
+    known = {*family.lora_modules, *family.lora_extra_modules} if family else None
     if known is not None:
         for m in mods:
             if m not in known:

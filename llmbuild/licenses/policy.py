@@ -31,8 +31,6 @@ from llmbuild.licenses.config import DEPLOYERS, LicenseConfig, validate
 
 PASS, OBLIGATION, WARN, FAIL, WAIVED = "pass", "obligation", "warn", "fail", "waived"
 VERDICTS = ("pass", "pass with obligations", "fail")
-# precisions that are a plain conversion, not a quantization (for the chain and base_model_relation)
-_FULL_PRECISION = {"fp32", "f32", "fp16", "f16", "bf16", "float32", "float16", "bfloat16"}
 # record fields quoted as evidence when the record has no quote from the license text for a clause
 _EVIDENCE_FIELDS = {
     "commercial_use": ("commercial",),
@@ -58,7 +56,8 @@ class BuildFacts:
     base_model: Optional[str]  # hub repo id or local path name
     source: str  # "hub" | "local" | "init" (| "check" for `llmbuild-license check`)
     finetune: str  # "none" | "lora" | "full"
-    targets: dict  # target name -> {"backend": ..., "precision": ...}
+    # target name -> {"backend", "precision", "quantized": the precision quantizes rather than converts}
+    targets: dict
     parents: list = field(default_factory=list)  # extra parent license ids for merges
 
 
@@ -608,7 +607,7 @@ def _chain(build: BuildFacts, expr: str) -> tuple[list[dict], Optional[str]]:
         relation = relation or step
     for name, t in (build.targets or {}).items():
         precision = str(t.get("precision", ""))
-        step = "converted" if precision.lower() in _FULL_PRECISION else "quantized"
+        step = "quantized" if t.get("quantized") else "converted"
         chain.append({"step": step, "target": name, "backend": t.get("backend"), "precision": precision,
                       "license": expr})
         if step == "quantized" and relation is None:

@@ -1,9 +1,11 @@
-"""Document: the model card (README.md), manifest.json and the license files at the build root.
+"""Document: the model card (README.md), eval.json, manifest.json and the license files at the build root.
 
-Everything here is written from what the stages recorded (the acquire record, each export and
-verify record, the license decision), never from what the recipe hoped: an artifact that was not
-verified says so, with the reason. The card is a Hugging Face model card (`huggingface_hub.ModelCard`,
-YAML front matter + the standard sections) that `ModelCard.load` reads back.
+Everything here is rendered from the typed build result (llmbuild/result.py: the acquire record,
+each artifact's export, verification and evaluation records with the notes and "get started" lines
+its backend gave, the license decision), never from what the recipe hoped: an artifact that was not
+verified says so, with the reason. Nothing here imports the engine or asks a backend. The card is a
+Hugging Face model card (`huggingface_hub.ModelCard`, YAML front matter + the standard sections) that
+`ModelCard.load` reads back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from llmbuild import __version__
 from llmbuild.cache import link_tree
 from llmbuild.hashing import sha256_file
+from llmbuild.plain import plain
+from llmbuild.result import BuildResult
 
 
 def link_tree_file(src: Path, dst: Path) -> None:
@@ -30,82 +34,54 @@ def link_tree_file(src: Path, dst: Path) -> None:
 _CUTOFF = re.compile(r"(knowledge cut-?off|training data cut-?off|data freshness)[^\n]{0,120}", re.I)
 
 
-def write_all(build, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> None:
+def write_all(build: BuildResult) -> None:
     d: Path = build.dir
     if build.license_decision is not None:
         for fname, data in build.license_files.items():
             (d / fname).write_bytes(data)
-    if build.finetune_out is not None:
+    if build.finetune_dir is not None:
         # the fine-tuning evidence travels with the build: loss plot and the adapter beside the card
         for name in ("loss.png",):
-            if (build.finetune_out / name).exists():
-                link_tree_file(build.finetune_out / name, d / name)
-        adapter = build.finetune_record.get("adapter_dir")
-        if adapter and (build.finetune_out / adapter).is_dir():
-            link_tree(build.finetune_out / adapter, d / "adapter")
+            if (build.finetune_dir / name).exists():
+                link_tree_file(build.finetune_dir / name, d / name)
+        adapter = build.finetune.get("adapter_dir")
+        if adapter and (build.finetune_dir / adapter).is_dir():
+            link_tree(build.finetune_dir / adapter, d / "adapter")
     if build.model is not None:
-        (d / "README.md").write_text(model_card(build, status, seconds, host), encoding="utf-8")
+        (d / "README.md").write_text(model_card(build), encoding="utf-8")
     evaluation = eval_json(build)
     if evaluation is not None:
         (d / "eval.json").write_text(json.dumps(evaluation, indent=2, default=str))
-    manifest = build_manifest(build, status, error, seconds, tools, host)
+    manifest = build_manifest(build)
     tmp = d / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     tmp.replace(d / "manifest.json")
 
 
-def _artifact_rows(build) -> list[dict]:
+def _artifact_rows(build: BuildResult) -> list[dict]:
     rows = []
-    for name, a in build.artifacts.items():
-        files = a.get("files", {})
-        size = sum(f["size"] for f in files.values())
-        v = a.get("verification", {"status": "not run"})
-        exp = a.get("export") or {}
-        rows.append({"name": name, "backend": a["backend"], "precision": a["precision"], "size": size,
-                     "bpw": exp.get("bits_per_weight"), "files": sorted(files), "verification": v,
-                     "evaluation": a.get("evaluation") or {}, "export": exp, "notes": _notes(exp)})
+    for a in build.artifacts:
+        size = sum(f["size"] for f in a.files.values())
+        exp = a.export or {}
+        rows.append({"name": a.target, "backend": a.backend, "precision": a.precision, "quantized": a.quantized,
+                     "size": size, "bpw": exp.get("bits_per_weight"), "files": sorted(a.files),
+                     "verification": a.verification or {"status": "not run"}, "evaluation": a.evaluation or {},
+                     "export": exp, "notes": "; ".join(a.notes), "usage": a.usage, "library": a.library})
     return rows
 
 
-def _notes(exp: dict) -> str:
-    """What a reader must know about an artifact beyond its verification: deferred work, own loaders."""
-    notes = []
-    if exp.get("engine") == "deferred":
-        notes.append(f"TensorRT engine deferred ({exp.get('engine_reason')}): build it on the deployment "
-                     f"machine with `{exp.get('build_command')}`")
-    if exp.get("fallbacks"):
-        used = sorted({f["used"] for f in exp["fallbacks"]})
-        notes.append(f"{len(exp['fallbacks'])} of {exp.get('tensors')} tensors stored as {'/'.join(used)}: their rows "
-                     f"are not whole {exp['quant']} blocks (llama.cpp's fallback)")
-    if isinstance(exp.get("imatrix"), dict):
-        im = exp["imatrix"]
-        notes.append(f"importance matrix from `{im['text']}` ({im['tokens']} tokens), shipped as `{im['file']}`")
-    loader = exp.get("loader")
-    if isinstance(loader, dict) and loader.get("third_party") is False:
-        notes.append(f"verified with {loader.get('name')}, not a third-party loader (none runs on CPU)")
-    elif isinstance(loader, dict) and loader.get("not_run"):
-        notes.append(f"verified with {loader.get('name')}; not run here: {loader['not_run']}")
-    return "; ".join(notes)
-
-
-def eval_json(build) -> dict | None:
+def eval_json(build: BuildResult) -> dict | None:
     """eval.json: the source model's figures and every artifact's, with the settings that made them."""
-    from llmbuild.engine import _plain
-
-    arts = {n: a["evaluation"] for n, a in build.artifacts.items() if a.get("evaluation")}
+    arts = [a for a in build.artifacts if a.evaluation]
     if build.eval_source is None and not arts:
         return None
-    e = build.bc.eval
-    settings = {k: _plain(getattr(e, k)) for k in ("text", "heldout_text", "window", "max_windows", "tasks", "golden",
-                                                    "golden_prompt", "golden_max_new_tokens", "speed",
-                                                    "speed_prompt_tokens", "speed_new_tokens", "speed_repeats", "threads")}
     source = {k: v for k, v in (build.eval_source or {}).items()
               if k not in ("outputs_digest", "kind", "key", "created", "out_files")}
-    return {"schema_version": 1, "settings": settings, "source": source,
-            "artifacts": {n: {"backend": build.artifacts[n]["backend"], "precision": build.artifacts[n]["precision"],
-                              "size": sum(f["size"] for f in build.artifacts[n].get("files", {}).values()),
-                              "bits_per_weight": (build.artifacts[n].get("export") or {}).get("bits_per_weight"),
-                              **ev} for n, ev in arts.items()}}
+    return {"schema_version": 1, "settings": build.eval_settings, "source": source,
+            "artifacts": {a.target: {"backend": a.backend, "precision": a.precision,
+                                     "size": sum(f["size"] for f in a.files.values()),
+                                     "bits_per_weight": (a.export or {}).get("bits_per_weight"),
+                                     **a.evaluation} for a in arts}}
 
 
 def _eval_results(name: str, ev: dict, EvalResult) -> list:
@@ -239,49 +215,50 @@ def _evaluation_section(build, rows) -> list[str]:
     return lines
 
 
-def build_manifest(build, status, error, seconds, tools, host) -> dict:
-    from llmbuild.engine import _plain
-
-    bc = build.bc
+def build_manifest(build: BuildResult) -> dict:
     artifacts = []
-    for name, a in build.artifacts.items():
-        entry = {k: v for k, v in a.items() if k != "files"}
-        entry["files"] = [{"path": f"artifacts/{name}/{p}", **meta} for p, meta in sorted(a.get("files", {}).items())]
+    for a in build.artifacts:
+        entry = {k: v for k, v in plain(a).items()
+                 if k not in ("files", "usage", "serving", "library") and v is not None}
+        entry["files"] = [{"path": f"artifacts/{a.target}/{p}", **meta} for p, meta in sorted(a.files.items())]
+        if a.serving:
+            entry["serving"] = a.serving
         artifacts.append(entry)
-    recipe_file = Path(bc.recipe_file) if bc.recipe_file else None
+    recipe_file = Path(build.recipe_file) if build.recipe_file else None
     decision = build.license_decision
+    m = build.model
     return {
         "schema_version": 1,
         "llmbuild_version": __version__,
         "build_id": build.dir.name,
-        "status": status,
-        "error": error,
-        "recipe": bc.recipe,
+        "status": build.status,
+        "error": build.error,
+        "recipe": build.recipe,
         "recipe_file": str(recipe_file) if recipe_file else None,
         "recipe_sha256": sha256_file(recipe_file) if recipe_file and recipe_file.exists() else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(seconds, 3),
-        "config": bc.raw,
+        "seconds": round(build.seconds, 3),
+        "config": build.config,
         "model_name": build.model_name,
         "inputs": {
-            "source": bc.model.source.value,
-            "model_dir": str(build.model.dir) if build.model else None,
-            "repo_id": (build.model.record.get("repo_id") if build.model else None),
-            "commit": (build.model.record.get("commit") if build.model else None),
-            "model_digest": build.model.digest if build.model else None,
-            "files": build.model.files if build.model else {},
+            "source": build.source,
+            "model_dir": str(m.dir) if m else None,
+            "repo_id": m.record.get("repo_id") if m else None,
+            "commit": m.record.get("commit") if m else None,
+            "model_digest": m.digest if m else None,
+            "files": m.files if m else {},
         },
         "stages": build.stages,
-        "finetune": build.finetune_record,
+        "finetune": build.finetune,
         "base_model_inputs": ({"model_dir": str(build.base_model.dir), "model_digest": build.base_model.digest,
                                "files": build.base_model.files} if build.base_model else None),
         "artifacts": artifacts,
         "license": {"verdict": getattr(decision, "verdict", None),
                     "report": "LICENSE_REPORT.md" if decision is not None else None,
-                    "obligations": _plain(getattr(decision, "obligations", None))},
+                    "obligations": plain(getattr(decision, "obligations", None))},
         "warnings": build.warnings,
-        "tools": tools,
-        "host": host,
+        "tools": build.tools,
+        "host": build.host,
     }
 
 
@@ -309,18 +286,18 @@ def _cutoff(model_dir: Path) -> str | None:
     return None
 
 
-def model_card(build, status: str, seconds: float, host: dict) -> str:
+def model_card(build: BuildResult) -> str:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from llmbuild import licenses
 
-    bc, rec = build.bc, build.model.record
+    rec = build.model.record
     cfg = rec["config"]
     decision = build.license_decision
     rows = _artifact_rows(build)
-    quantized = any(r["precision"] not in ("fp32", "f32") for r in rows)
-    base = bc.model.repo_id if bc.model.source.value == "hub" else None
-    relation = "finetune" if build.finetune_record else ("quantized" if quantized else None)
+    quantized = any(r["quantized"] for r in rows)
+    base = build.repo_id
+    relation = "finetune" if build.finetune else ("quantized" if quantized else None)
     evals = []
     for r in rows:
         v = r["verification"]
@@ -343,14 +320,15 @@ def model_card(build, status: str, seconds: float, host: dict) -> str:
         pipeline_tag="text-generation",
         tags=sorted({"llmbuild", *(r["backend"] for r in rows), *(r["precision"] for r in rows)}),
         eval_results=evals or None,
-        datasets=[d["path"] for d in build.finetune_record["datasets"]] if build.finetune_record else None,
+        datasets=[d["path"] for d in build.finetune["datasets"]] if build.finetune else None,
         **({"base_model_relation": relation} if base and relation else {}),
     )
     if rows:
-        data.library_name = "gguf" if all(r["backend"] == "gguf" for r in rows) else (
-            "onnx" if all(r["backend"] == "onnx" for r in rows) else None)
+        # the artifacts' library when they are all of one kind, else none
+        libraries = {r["library"] for r in rows}
+        data.library_name = libraries.pop() if len(libraries) == 1 else None
     card = ModelCard.from_template(data, template_str=_TEMPLATE_HEADER + "\n{{ body }}\n",
-                                   body=_body(build, rows, cfg, rec, status, seconds, host, decision))
+                                   body=_body(build, rows, cfg, rec, decision))
     return str(card)
 
 
@@ -383,20 +361,20 @@ def _training_details(r: dict) -> list[str]:
 _TEMPLATE_HEADER = "---\n{{ card_data }}\n---\n"
 
 
-def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
+def _body(build: BuildResult, rows, cfg, rec, decision) -> str:
     from llmbuild import licenses
 
-    bc = build.bc
+    status, seconds, host = build.status, build.seconds, build.host
     src = {"hub": f"Hugging Face Hub `{rec.get('repo_id')}` at commit `{rec.get('commit')}`",
            "local": f"local checkpoint `{rec.get('model_dir')}`",
-           "init": f"randomly initialized from seed {rec.get('seed')} (recipe `{bc.recipe}`): "
+           "init": f"randomly initialized from seed {rec.get('seed')} (recipe `{build.recipe}`): "
                    "**its outputs are meaningless text**, it exists to exercise the pipeline"}[rec["source"]]
     ctx = cfg.get("max_position_embeddings")
     cutoff = _cutoff(build.model.dir) if rec["source"] != "init" else None
     lines = [
         f"# {build.model_name}",
         "",
-        f"Built by llmbuild {__version__} from recipe `{bc.recipe}`; build status: "
+        f"Built by llmbuild {__version__} from recipe `{build.recipe}`; build status: "
         f"**{status}**.",
         "",
         "## Model Details",
@@ -408,7 +386,7 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
         f"vocabulary {cfg.get('vocab_size')}",
         f"- Context window: {ctx:,} tokens" if ctx else "- Context window: not stated by the source",
         f"- Knowledge cutoff: {cutoff}" if cutoff else "- Knowledge cutoff: not stated by the source",
-        f"- Fine-tuning: {bc.finetune.method}",
+        f"- Fine-tuning: {build.finetune_method}",
         "",
         "### Artifacts",
         "",
@@ -448,29 +426,11 @@ def _body(build, rows, cfg, rec, status, seconds, host, decision) -> str:
         "",
     ]
     for r in rows:
-        if r["backend"] == "gguf":
-            gguf = next((f for f in r["files"] if f.endswith(".gguf")), "model.gguf")
-            lines += [f"`{r['name']}` with llama.cpp (`pip install llama-cpp-python`):", "", "```python",
-                      "from llama_cpp import Llama", f"llm = Llama(model_path='artifacts/{r['name']}/{gguf}')",
-                      "print(llm('Hello', max_tokens=32)['choices'][0]['text'])", "```", ""]
-        elif r["backend"] == "onnx":
-            lines += [f"`{r['name']}` with onnxruntime (inputs `input_ids`, `attention_mask`, `position_ids`, "
-                      "`past_key_values.N.key/value`; outputs `logits`, `present.N.key/value`):", "", "```python",
-                      "import onnxruntime as ort",
-                      f"sess = ort.InferenceSession('artifacts/{r['name']}/model.onnx')",
-                      "print([i.name for i in sess.get_inputs()])", "```", ""]
-        elif r["export"].get("serve"):
-            serve = r["export"]["serve"]
-            lines += [f"`{r['name']}` with TensorRT-LLM or vLLM (run in `artifacts/{r['name']}/`; see its SERVE.md):",
-                      "", "```bash", *(serve[k] for k in ("trtllm-serve", "vllm") if serve.get(k)), "```", "",
-                      *([f"vLLM: {serve['vllm_unsupported']}", ""] if serve.get("vllm_unsupported") else [])]
-        elif r["export"].get("build_command"):
-            lines += [f"`{r['name']}`: build the TensorRT engine where it will run (see BUILD_ENGINE.md):", "",
-                      "```bash", f"cd artifacts/{r['name']} && {r['export']['build_command']}", "```", ""]
+        lines += r["usage"]
     lines += [
         "## Training Details",
         "",
-        *(_training_details(build.finetune_record) if build.finetune_record else
+        *(_training_details(build.finetune) if build.finetune else
           ["No training in this build: the weights are the source model's, converted."]),
         "",
         "## Evaluation",

@@ -109,8 +109,9 @@ def _golden_ids(tok, prompt: str, how: str) -> list[int]:
     return list(tok(prompt).input_ids)
 
 
-def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path) -> dict:
-    """The `evalref` stage: token ids for every runtime and the source model's figures."""
+def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path, context: int | None = None) -> dict:
+    """The `evalref` stage: token ids for every runtime and the source model's figures, every sequence
+    within `context` when an artifact declares a context shorter than the model's."""
     import numpy as np
 
     from llmbuild.errors import InvalidInput
@@ -119,7 +120,7 @@ def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path
 
     tok = _tokenizer(model_dir, trust_remote_code)
     src = TorchModel(model_dir, dtype, trust_remote_code)
-    n_ctx = int(src.model.config.max_position_embeddings)
+    n_ctx = min(int(src.model.config.max_position_embeddings), context or 1 << 62)
     window = min(cfg.window or MAX_AUTO_WINDOW, n_ctx)
     bos = _bos(tok)
     ref: dict = {"window": window, "model_dtype": src.dtype}
@@ -251,7 +252,7 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
     def logits(seqs):
         return backend.run_logits(artifact_dir, export_record, seqs)
 
-    rec: dict = {"status": "evaluated", "runtime": backend.RUNTIME_DIST}
+    rec: dict = {"status": "evaluated", "runtime": backend.runtime.dist}
     if "parity" in ref:
         wins = ref["parity"]["windows"]
         rows, nlls, ref_rows = [], [], []
@@ -284,7 +285,7 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
             agree = sum(x["pred"] == p for x, p in zip(scored, t["source_preds"])) / len(scored)
             rec["tasks"][name] = {"format": t["format"], **_mc_summary(scored), "acc_source": s["acc"],
                                   "acc_norm_source": s["acc_norm"], "agreement_with_source": round(agree, 4)}
-    gen, reason = generator(backend_name, backend)
+    gen, reason = generator(backend)
     if "golden" in ref:
         if gen is None:
             rec["golden"] = {"status": "skipped", "reason": reason}
@@ -300,8 +301,8 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
                              "examples": [{"prompt": q, "answer": a, "output": o.strip()}
                                           for q, a, o in list(zip(g["questions"], g["answers"], outs))[:5]]}
     if "speed" in ref:
-        if gen is None or getattr(backend, "SPEED_SKIPPED", None):
-            rec["speed"] = {"status": "skipped", "reason": reason or backend.SPEED_SKIPPED}
+        if gen is None or backend.no_speed:
+            rec["speed"] = {"status": "skipped", "reason": reason or backend.no_speed}
         else:
             def one(p, n, t):
                 return gen(artifact_dir, export_record, p, n, None, threads=cfg.threads, timings=t)

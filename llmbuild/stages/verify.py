@@ -38,7 +38,7 @@ def run(backend, artifact_dir: Path, export_record: dict, reference_file: Path, 
     token_ids, ref_logits = reference.load(reference_file)
     full = backend.run_logits(artifact_dir, export_record, token_ids)
     metrics = compare(ref_logits, full)
-    rec = {"status": "verified", "runtime": backend.RUNTIME_DIST, "metrics": metrics}
+    rec = {"status": "verified", "runtime": backend.runtime.dist, "metrics": metrics}
     if kv_check:
         splits = [max(1, len(t) // 2) for t in token_ids]
         kv = []
@@ -59,13 +59,6 @@ GATES = {
     "min_acc": (">=", None, ["tasks.*.acc"]),
     "min_golden_em": (">=", None, ["golden.exact_match"]),
 }
-
-# max_ppl_ratio by precision for backends whose default_gates do not set it: above llama.cpp's
-# Llama-3-8B ratios at comparable bits (q8_0 1.0008, q6_K 1.0055, q4_K_M 1.029; its perplexity
-# README) with room for small models. int4_awq/int4 are weight-only 4-bit (Q4_K_M's class).
-DEFAULT_PPL_RATIO = {"fp32": 1.001, "f32": 1.001, "fp16": 1.01, "f16": 1.01, "bf16": 1.02, "fp8": 1.05,
-                     "int8": 1.05, "int4": 1.25, "int4_awq": 1.25}
-
 
 def apply_gates(record: dict, gates: dict) -> list[dict]:
     """Each gate with its figure, limit and verdict; worst of the full and KV-cache runs. Gates that

@@ -1,45 +1,41 @@
 """The target backends, registered by name in one static table.
 
-A backend is one module in this package; it joins llmbuild with one row here. Listing or validating
-targets imports only the backend modules, which keep torch/onnx/gguf imports inside functions.
+A backend is one module in this package holding a `Backend` subclass (targets/base.py) and its
+instance `BACKEND`; it joins llmbuild with one row here. Listing or validating targets imports only
+the backend modules, which keep torch/onnx/gguf imports inside functions, so planning stays light.
 
-The contract a backend module fulfils (see onnx.py and gguf.py):
-    NAME: str                        the `backend:` value in a recipe
-    Options: dataclass               its recipe keys, with `backend` and `gates: Gates` fields
-    SUPPORTED_ARCHS: set[str]        HF architecture names it can convert
-    TOOLS: tuple[str, ...]           distributions whose versions enter the export cache key
-    RUNTIME_DIST: str                distribution of the runtime that verifies its artifacts
-    check(options, hf_config, key) -> None   plan-time checks, starting with common.check_architecture;
-                                             raise InvalidInput naming key + ".opt"
-    precision(options) -> str                e.g. "fp32", "q8_0"; picks default gates
-    default_gates(options) -> dict           {"min_top1":…, "max_kld":…, "max_abs_diff":…}
-    export(ckpt, options, out_dir, meta, progress) -> dict   write files in out_dir only
-    runtime_available() -> bool
-    run_logits(artifact_dir, record, token_ids, split=None) -> list[np.ndarray]
-Optional:
-    key_extra(options) -> dict               what the export depends on beyond its options (input file
-                                             contents, the GPU and TensorRT version an engine is tied to)
-    PATH_OPTIONS: tuple[str, ...]            options holding file paths, resolved like the recipe's own
-    generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=2, timings=None) -> list[int]
-                                             greedy decoding through the runtime's KV cache (golden sets, speed)
+The class declares what the rest of llmbuild reads (base.py has the contract): its `Options`,
+precisions and which of them only convert, default gates (the perplexity-ratio gate included), tools
+keyed into its exports, the runtime that verifies it and how to install it, path options, recipe-only
+checks (`check_options`, run when the recipe is typed) and model checks (`check_model`, right after
+acquisition), whether it generates (or why not), the card's "get started" lines and notes, and its
+serving layouts. The architecture-specific facts come from the model's `Arch` object
+(llmbuild/archs), which names the backends that map it: no backend module names an architecture.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from llmbuild.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from llmbuild.targets.base import Backend
+
 BACKENDS: dict[str, str] = {
-    "onnx": "llmbuild.targets.onnx",  # onnxruntime, CPU; fp32/fp16 with past key values
-    "gguf": "llmbuild.targets.gguf",  # llama.cpp; F32/F16/BF16/Q8_0/Q4_0...
+    "onnx": "llmbuild.targets.onnx",  # onnxruntime, CPU; fp32/fp16 with past key values, int8/int4
+    "gguf": "llmbuild.targets.gguf",  # llama.cpp; F32/F16/BF16/Q8_0/Q4_0 ... and the K-quants
     "trtllm": "llmbuild.targets.trtllm",  # TensorRT-LLM/vLLM/SGLang HF checkpoints: bf16/fp16, ModelOpt FP8, INT4-AWQ
     "tensorrt": "llmbuild.targets.tensorrt",  # ONNX prepared for TensorRT; engine built where an NVIDIA GPU is
 }
 
 
-def backend(name: str, key: str = "backend") -> ModuleType:
+def names() -> list[str]:
+    return list(BACKENDS)
+
+
+def backend(name: str, key: str = "backend") -> Backend:
     if name not in BACKENDS:
         raise InvalidInput(f"{key}: unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
-    return importlib.import_module(BACKENDS[name])
+    return importlib.import_module(BACKENDS[name]).BACKEND

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 @dataclass
 class Gates:
     """Quality gates against the source model; None takes the backend's default for the artifact's
-    precision (see each backend's DEFAULT_GATES). The figures each gate bounds are in
+    precision (each backend's `default_gates`). The figures each gate bounds are in
     llmbuild/stages/verify.py (GATES): probe-prompt verification and the evaluate stage."""
 
     min_top1: Optional[float] = None  # share of positions where artifact and source pick the same token
@@ -46,15 +46,3 @@ Progress = Callable[[int, int, str], None]
 
 def no_progress(done: int, total: int, what: str) -> None:
     return None
-
-
-def check_architecture(backend: str, supported: set[str], hf_config: dict, key: str) -> str:
-    """The model's architecture, or exit 2 naming it and what the backend supports (plan time)."""
-    from llmbuild.archs import architecture_of
-    from llmbuild.errors import InvalidInput
-
-    arch = architecture_of(hf_config)
-    if arch not in supported:
-        raise InvalidInput(f"{key}: architecture {arch!r} is not supported by the {backend} backend; "
-                           f"supported: {', '.join(sorted(supported))}")
-    return arch

@@ -1,11 +1,14 @@
 """The GGUF target: one llama.cpp model file per build, written by streaming the checkpoint.
 
-What llama.cpp's `convert_hf_to_gguf.py` plus `llama-quantize` would make from a Llama-family
-checkpoint. Two quantizers, chosen per type (`QUANTS`, `LLAMA_CPP_QUANTS`):
-- gguf-py (numpy) writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly: llama.cpp's tensor names from
-  gguf's own mapping tables, Q/K rows permuted for llama.cpp's rope where the architecture needs it,
-  the converter's choice of which tensors stay F32/F16, the `general.*` and hyperparameter keys and the
-  tokenizer (see gguf_vocab.py). Tensors are read, converted and quantized one at a time on a small
+What llama.cpp's `convert_hf_to_gguf.py` plus `llama-quantize` would make from a checkpoint. What is
+the model's (the GGUF architecture, hyperparameter keys, llama.cpp's tensor names from gguf's own
+mapping tables, Q/K rows permuted for llama.cpp's rope where the family needs it, rope tensors, the
+context a family without llama.cpp sliding-window support declares) comes from its architecture
+object (llmbuild/archs: `gguf_parameters`, `gguf_tensors`), as convert_hf_to_gguf.py's model classes
+provide `set_gguf_parameters` and `modify_tensors`. Two quantizers, chosen per type (`QUANTS`,
+`LLAMA_CPP_QUANTS`):
+- gguf-py (numpy) writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly, with the converter's choice
+  of which tensors stay F32/F16, the `general.*` keys and the tokenizer (see gguf_vocab.py). Tensors are read, converted and quantized one at a time on a small
   thread pool and written in order, so memory holds about one tensor, not the model.
 - llama.cpp's own quantizer (`llama_model_quantize` through llama-cpp-python, the code behind
   `llama-quantize`) makes the K-quants and i-quants, with its per-tensor type mix (Q4_K_M's Q6_K
@@ -30,11 +33,11 @@ from pathlib import Path
 from typing import Optional
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture
+from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 from llmbuild.targets.gguf_vocab import read_vocab
 
 NAME = "gguf"
-SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 TOOLS = ("gguf", "numpy", "llama-cpp-python")
 RUNTIME_DIST = "llama-cpp-python"
 PATH_OPTIONS = ("imatrix",)
@@ -78,7 +81,6 @@ QUANTIZERS = ("auto", "gguf-py", "llama.cpp")
 OUTPUT_AT_8_BITS = {"q4_0", "q4_1", "q5_0", "q5_1"}
 # an importance matrix changes nothing for these (llama.cpp ignores it for F16/BF16/Q8_0)
 IMATRIX_NO_EFFECT = {"f32", "f16", "bf16", "q8_0"}
-ROPE_KINDS = ("default", "linear", "llama3")
 
 # Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
 # mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q6_K 0.00545, Q5_K_M 0.0108, Q4_K_M 0.0313, Q4_0 0.0719,
@@ -138,9 +140,9 @@ def uses_llama_cpp(options) -> bool:
     return options.quant in LLAMA_CPP_QUANTS or options.quantizer == "llama.cpp" or bool(options.imatrix)
 
 
-def check(options, hf_config: dict, key: str) -> None:
-    """Plan-time checks: the quant and its quantizer, the calibration file, the architecture and the
-    rope scaling are ones this backend maps."""
+def check_options(options, key: str) -> None:
+    """Recipe-only checks: the quant and its quantizer, llama.cpp's quantizer where it is needed, the
+    calibration file."""
     quant = options.quant
     known = [*QUANTS, *LLAMA_CPP_QUANTS]
     if quant not in known:
@@ -171,15 +173,26 @@ def check(options, hf_config: dict, key: str) -> None:
         raise InvalidInput(f"{key}.imatrix_chunk: {options.imatrix_chunk} is too small; llama-imatrix uses 512")
     if options.threads < 0:
         raise InvalidInput(f"{key}.threads: {options.threads} is negative; 0 means all cores")
-    check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
-    if "max_position_embeddings" not in hf_config:
+
+
+def check_model(options, arch, model_dir: Path | None, key: str) -> None:
+    """Model checks: llama.cpp computes what the model computes (activation, context), and the
+    tokenizer is one llama.cpp can run (read here, so a tokenizer it cannot map fails before any work)."""
+    if not arch.context:
         raise InvalidInput(f"{key}: config.json has no max_position_embeddings, which llama.cpp requires")
-    kind = _rope(hf_config)[1]
-    if kind not in ROPE_KINDS:
-        raise InvalidInput(
-            f"{key}: config.json rope scaling {kind!r} is not mapped by the gguf backend; "
-            f"supported: {', '.join(ROPE_KINDS)}"
-        )
+    if arch.activation not in arch.gguf_activations:
+        raise InvalidInput(f"{key}: config.json hidden_act {arch.activation!r}, but llama.cpp's {arch.gguf_arch} "
+                           f"architecture computes {', '.join(arch.gguf_activations)}")
+    if model_dir is not None:
+        read_vocab(Path(model_dir), arch.vocab)
+
+
+def check(options, hf_config: dict, key: str, model_dir: Path | None = None) -> None:
+    """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
+    from llmbuild.archs import for_config
+
+    check_options(options, key)
+    check_model(options, for_config(hf_config), model_dir, key)
 
 
 def precision(options) -> str:
@@ -201,14 +214,14 @@ def key_extra(options) -> dict:
 
 @dataclass
 class _Tensor:
-    """One tensor of the GGUF: where it comes from and what it becomes."""
+    """One tensor of the GGUF: what it is made from (the architecture's GgufTensor) and what it becomes."""
 
-    src: str | None  # checkpoint tensor name; None for a tensor computed here
+    srcs: tuple[str, ...]  # checkpoint tensor names; () for a tensor computed from the config
     name: str  # llama.cpp's name
     shape: tuple[int, ...]  # numpy order (rows last-but-one); GGUF stores it reversed
     qtype: object  # gguf.GGMLQuantizationType
     nbytes: int
-    heads: int = 0  # > 0: interleave each of this many heads' rotary halves (llama.cpp's "llama" rope)
+    transform: object = None  # numpy arrays of srcs -> the values written; None: the one source as is
     data: object = None  # the values of a computed tensor
 
 
@@ -233,8 +246,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
             if options.imatrix:
                 from llmbuild.targets import gguf_imatrix
 
-                imatrix = gguf_imatrix.compute(ckpt.dir, options.imatrix, ckpt.arch.gguf_arch,
-                                               ckpt.config["num_hidden_layers"], options.imatrix_chunk,
+                imatrix = gguf_imatrix.compute(ckpt.dir, options.imatrix, ckpt.arch, options.imatrix_chunk,
                                                "imatrix")
                 gguf_imatrix.write_gguf(imatrix, Path(out_dir) / "imatrix.gguf")
                 extra["imatrix"] = {"file": "imatrix.gguf", "text": Path(options.imatrix).name,
@@ -245,11 +257,14 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
             tmp.unlink(missing_ok=True)
         quantizer = {"name": "llama.cpp llama_model_quantize", "version": _version("llama-cpp-python")}
     stats = file_stats(path)
+    ctx, ctx_note = ckpt.arch.gguf_context()
     return {
         "file": path.name,
         "quant": options.quant,
         "file_type": QUANTS[options.quant][1] if options.quant in QUANTS else LLAMA_CPP_QUANTS[options.quant],
         "gguf_arch": ckpt.arch.gguf_arch,
+        "context_length": ctx,
+        **({"context_note": ctx_note} if ctx_note else {}),
         "quantizer": quantizer,
         **extra,
         "tensors": stats["tensors"],
@@ -268,12 +283,12 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
     import gguf
     import numpy as np
 
-    cfg = ckpt.config
-    vocab = read_vocab(ckpt.dir, cfg["vocab_size"])  # first: a tokenizer llama.cpp cannot run fails fast
+    arch = ckpt.arch
+    vocab = read_vocab(ckpt.dir, arch.vocab)  # first: a tokenizer llama.cpp cannot run fails fast
     plan = _plan(ckpt, quant)
-    writer = gguf.GGUFWriter(path, ckpt.arch.gguf_arch)
-    n_params = sum(math.prod(t.shape) for t in plan if t.src is not None)
-    _add_metadata(writer, cfg, quant, meta, n_params)
+    writer = gguf.GGUFWriter(path, arch.gguf_arch)
+    n_params = sum(math.prod(t.shape) for t in plan if t.srcs)
+    _add_metadata(writer, arch, quant, meta, n_params)
     vocab.add_to(writer, ckpt.dir)
     for t in plan:
         # the logical shape with a float dtype: gguf takes raw_dtype as the type and the shape as is
@@ -407,42 +422,23 @@ def _version(dist: str) -> str:
 
 def _plan(ckpt, quant: str) -> list[_Tensor]:
     """Every tensor of the file, in file order, from the checkpoint's headers (no weights read)."""
-    import gguf
-
-    cfg = ckpt.config
-    n_layer, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
-    n_kv = cfg.get("num_key_value_heads") or n_head
-    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == ckpt.arch.gguf_arch)
-    names = gguf.get_tensor_name_map(arch, n_layer)
     if ckpt.pickle:
         # .bin files have no header to read shapes from: one extra pass, in the order the data pass sees
         shapes = {n: tuple(t.shape) for n, t in ckpt.iter_tensors()}
     else:
         shapes = {n: tuple(s) for n, (s, _) in ckpt.tensor_shapes().items()}
-    mapped: list[tuple[str, str, tuple[int, ...]]] = []
-    for src, shape in shapes.items():
-        if src.endswith(".rotary_emb.inv_freq"):
-            continue  # recomputed by every runtime from the rope settings
-        name = names.get_name(src, try_suffixes=(".weight", ".bias"))
-        if name is None:
-            raise InvalidInput(f"{ckpt.dir}: tensor {src!r} has no llama.cpp name for {ckpt.arch.gguf_arch}")
-        mapped.append((src, name, shape))
-    has_output = any(name == "output.weight" for _, name, _ in mapped)
-    plan = []
-    if (factors := _llama3_rope_factors(cfg)) is not None:
-        plan.append(_entry(None, gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors.shape,
-                           quant, has_output, data=factors))
-    for src, name, shape in mapped:
-        heads = 0
-        if ckpt.arch.gguf_permute_qk and name.endswith(("attn_q.weight", "attn_k.weight")):
-            heads = n_head if "attn_q" in name else n_kv
-        plan.append(_entry(src, name, shape, quant, has_output, heads=heads))
-    return plan
+    try:
+        specs = ckpt.arch.gguf_tensors(shapes)
+    except InvalidInput as e:
+        raise InvalidInput(f"{ckpt.dir}: {e}") from None
+    has_output = any(t.name == "output.weight" for t in specs)
+    return [_entry(t, quant, has_output) for t in specs]
 
 
-def _entry(src, name, shape, quant, has_output, heads=0, data=None) -> _Tensor:
+def _entry(spec, quant: str, has_output: bool) -> _Tensor:
     import gguf
 
+    name, shape = spec.name, spec.shape
     q = gguf.GGMLQuantizationType
     qtype = q[QUANTS[quant][0]]
     # The converter's rules (prepare_tensors): 1-D tensors, norms and non-weights (biases) stay F32,
@@ -457,7 +453,7 @@ def _entry(src, name, shape, quant, has_output, heads=0, data=None) -> _Tensor:
         qtype = q.F16
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     nbytes = math.prod(shape) // block * type_size
-    return _Tensor(src, name, tuple(shape), qtype, nbytes, heads, data)
+    return _Tensor(spec.srcs, name, tuple(shape), qtype, nbytes, spec.transform, spec.data)
 
 
 def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Progress) -> None:
@@ -492,37 +488,40 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
 
 
 def _sources(ckpt, plan: list[_Tensor]):
-    """(plan entry, tensor) in plan order, one tensor read at a time.
+    """(plan entry, its source tensors) in plan order, one entry's tensors read at a time.
 
     safetensors tensors are fetched one by one: each `get_tensor` maps the file and the mapping goes
     with the tensor, whereas `iter_tensors` keeps one mapping open per file, so every page it touched
     would stay in this process's resident set until the file is done. Pickled .bin files are loaded
-    whole by torch anyway; those are walked in file order, which is the plan's order.
+    whole by torch anyway; those are walked in file order, which is the plan's order, keeping aside
+    only tensors that an entry needs before its turn (several sources merged into one, e.g. experts).
     """
-    stream = ckpt.iter_tensors() if ckpt.pickle else None
+    if not ckpt.pickle:
+        for t in plan:
+            yield t, [ckpt.get_tensor(s) for s in t.srcs] if t.srcs else [t.data]
+        return
+    stream, waiting = ckpt.iter_tensors(), {}
     for t in plan:
-        if t.src is None:
-            yield t, t.data
-        elif stream is None:
-            yield t, ckpt.get_tensor(t.src)
-        else:
-            name, x = next(stream)
-            while name != t.src:  # tensors the plan drops (rotary inv_freq)
+        if not t.srcs:
+            yield t, [t.data]
+            continue
+        for src in t.srcs:
+            while src not in waiting:
                 name, x = next(stream)
-            yield t, x
+                waiting[name] = x  # tensors the plan drops (rotary inv_freq) are overwritten or left
+        yield t, [waiting.pop(src) for src in t.srcs]
 
 
-def _convert(t: _Tensor, x):
-    """torch tensor -> GGUF bytes (as a numpy array) for one plan entry."""
+def _convert(t: _Tensor, xs: list):
+    """torch tensors -> GGUF bytes (as a numpy array) for one plan entry."""
     import numpy as np
     import torch
     from gguf.quants import quantize
 
-    if isinstance(x, torch.Tensor):
-        # numpy has no bfloat16; float16/float32 go through without a copy
-        x = (x if x.dtype in (torch.float16, torch.float32) else x.float()).numpy()
-    if t.heads:
-        x = _interleave_rotary(x, t.heads)
+    # numpy has no bfloat16; float16/float32 go through without a copy
+    xs = [(x if x.dtype in (torch.float16, torch.float32) else x.float()).numpy() if isinstance(x, torch.Tensor)
+          else x for x in xs]
+    x = t.transform(*xs) if t.transform else xs[0]
     if t.qtype.name in ("F32", "F16"):
         return quantize(x, t.qtype)  # a cast: no temporaries beyond its output
     rows = x.reshape(-1, x.shape[-1])
@@ -536,48 +535,7 @@ def _convert(t: _Tensor, x):
     return out
 
 
-def _interleave_rotary(w, n_head: int):
-    """Reorder q/k projection rows from HF's rotate_half layout to llama.cpp's "llama" rope layout.
-
-    HF rotates dimension i of a head with dimension i + d/2; llama.cpp's LLAMA rope rotates adjacent
-    pairs (2i, 2i+1). Within each head, the row order [x0..x(d/2-1), y0..y(d/2-1)] becomes
-    [x0, y0, x1, y1, ...], which makes the two computations the same (the converter's `permute`).
-    """
-    rows = w.shape[0]
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _rope(cfg: dict) -> tuple[float, str, dict]:
-    """(rope theta, scaling kind, scaling parameters) from a transformers 4 or 5 config.json."""
-    params = dict(cfg.get("rope_parameters") or {})  # transformers 5
-    params.update(cfg.get("rope_scaling") or {})  # transformers 4
-    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    return float(theta), params.get("rope_type") or params.get("type") or "default", params
-
-
-def _llama3_rope_factors(cfg: dict):
-    """Llama 3.1's frequency-dependent rope scaling as the per-frequency divisors llama.cpp reads
-    from a `rope_freqs` tensor; None for other rope kinds.
-
-    Wavelengths shorter than original_context/high_freq_factor are kept, longer than
-    original_context/low_freq_factor are scaled by `factor`, and those between are interpolated.
-    """
-    import numpy as np
-
-    theta, kind, p = _rope(cfg)
-    if kind != "llama3":
-        return None
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    factor, low, high = p.get("factor", 8.0), p.get("low_freq_factor", 1.0), p.get("high_freq_factor", 4.0)
-    old_ctx = p.get("original_max_position_embeddings", 8192)
-    wavelen = 2 * math.pi * theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    smooth = (old_ctx / wavelen - low) / (high - low)
-    mid = 1 / ((1 - smooth) / factor + smooth)
-    out = np.where(wavelen < old_ctx / high, 1.0, np.where(wavelen > old_ctx / low, factor, mid))
-    return out.astype(np.float32)
-
-
-def _add_metadata(w, cfg: dict, quant: str, meta: ArtifactMeta, n_params: int) -> None:
+def _add_metadata(w, arch, quant: str, meta: ArtifactMeta, n_params: int) -> None:
     import gguf
 
     w.add_type(gguf.GGUFType.MODEL)
@@ -599,27 +557,7 @@ def _add_metadata(w, cfg: dict, quant: str, meta: ArtifactMeta, n_params: int) -
             w.add_base_model_repo_url(0, meta.base_model_url)
     w.add_quantized_by(meta.quantized_by)
     w.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
-
-    n_head = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    theta, kind, rope = _rope(cfg)
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(n_head)
-    w.add_head_count_kv(cfg.get("num_key_value_heads") or n_head)
-    w.add_rope_freq_base(theta)
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_vocab_size(cfg["vocab_size"])
-    w.add_rope_dimension_count(head_dim)
-    if cfg.get("head_dim"):
-        # heads wider than hidden/heads (Mistral NeMo): llama.cpp otherwise assumes hidden/heads
-        w.add_key_length(head_dim)
-        w.add_value_length(head_dim)
-    if kind == "linear":
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(rope["factor"])
+    arch.gguf_parameters(w)  # the model's hyperparameters, as its family writes them
     w.add_file_type(QUANTS[quant][1])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
@@ -677,6 +615,13 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
+def _n_ctx(record: dict, need: int, wanted: int) -> int:
+    """`wanted` positions, but no more than the file's context when `need` fits in it (llama.cpp warns of
+    a training-context overflow for a context larger than the file declares)."""
+    declared = record.get("context_length")
+    return min(wanted, declared) if declared and need <= declared else wanted
+
+
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
     """llama.cpp's logits [seq, vocab] (float32) for each probe's given token ids, every position.
 
@@ -685,7 +630,8 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     """
     import numpy as np
 
-    llm = _llama(Path(artifact_dir) / record["file"], max(len(t) for t in token_ids) + 8)
+    need = max(len(t) for t in token_ids)
+    llm = _llama(Path(artifact_dir) / record["file"], _n_ctx(record, need, need + 8))
     out = []
     for ids in token_ids:
         llm.reset()
@@ -712,7 +658,8 @@ def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_to
     from llmbuild.evaluation.greedy import greedy
 
     # whole blocks of 256 positions: short warm-up runs and the runs they warm share one context
-    n_ctx = -(-(len(prompt_ids) + max_new_tokens + 8) // 256) * 256
+    need = len(prompt_ids) + max_new_tokens
+    n_ctx = _n_ctx(record, need, -(-(need + 8) // 256) * 256)
     llm = _llama(Path(artifact_dir) / record["file"], n_ctx, logits_all=False, threads=threads)
     n_vocab = llm.n_vocab()
 
@@ -723,3 +670,63 @@ def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_to
 
     llm.reset()
     return greedy(step, prompt_ids, max_new_tokens, eos_id, timings)
+
+
+class Gguf(Backend):
+    name = NAME
+    Options = Options
+    precisions = (*QUANTS, *LLAMA_CPP_QUANTS)
+    tools = TOOLS
+    runtime = Runtime(RUNTIME_DIST, "llama_cpp", INSTALL_HINT)
+    path_options = PATH_OPTIONS
+    card_library = "gguf"
+
+    def check_options(self, options, key):
+        check_options(options, key)
+
+    def check_model(self, options, arch, model_dir, key):
+        check_model(options, arch, model_dir, key)
+
+    def precision(self, options):
+        return precision(options)
+
+    def default_gates(self, options):
+        return default_gates(options)
+
+    def key_extra(self, options):
+        return key_extra(options)
+
+    def context_length(self, options, arch):
+        return arch.gguf_context()
+
+    def runtime_available(self):
+        return runtime_available()
+
+    def export(self, ckpt, options, out_dir, meta, progress):
+        return export(ckpt, options, out_dir, meta, progress)
+
+    def run_logits(self, artifact_dir, record, token_ids, split=None):
+        return run_logits(artifact_dir, record, token_ids, split)
+
+    def generate(self, *args, **kwargs):
+        return generate(*args, **kwargs)
+
+    def usage(self, target, record, files):
+        path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
+        return [f"`{target}` with llama.cpp (`pip install llama-cpp-python`):", "", "```python",
+                "from llama_cpp import Llama", f"llm = Llama(model_path='{path}')",
+                "print(llm('Hello', max_tokens=32)['choices'][0]['text'])", "```", ""]
+
+    def notes(self, record):
+        notes = super().notes(record)
+        if record.get("fallbacks"):
+            used = sorted({f["used"] for f in record["fallbacks"]})
+            notes.append(f"{len(record['fallbacks'])} of {record.get('tensors')} tensors stored as {'/'.join(used)}: "
+                         f"their rows are not whole {record['quant']} blocks (llama.cpp's fallback)")
+        if isinstance(record.get("imatrix"), dict):
+            im = record["imatrix"]
+            notes.append(f"importance matrix from `{im['text']}` ({im['tokens']} tokens), shipped as `{im['file']}`")
+        return notes
+
+
+BACKEND = Gguf()

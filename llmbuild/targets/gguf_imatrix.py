@@ -43,10 +43,9 @@ class Imatrix:
         return {n: (s / self.counts[n]).astype(np.float32) for n, s in self.sums.items() if self.counts[n]}
 
 
-def compute(model_dir: Path, text_file: str, gguf_arch: str, n_layer: int, chunk: int, key: str,
-            skip_output: bool = True) -> Imatrix:
-    """Sums of squared inputs per column of every linear layer, over the calibration text."""
-    import gguf
+def compute(model_dir: Path, text_file: str, arch, chunk: int, key: str, skip_output: bool = True) -> Imatrix:
+    """Sums of squared inputs per column of every linear layer, over the calibration text, keyed by
+    llama.cpp's tensor names (the architecture object's `gguf_name`)."""
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,8 +60,6 @@ def compute(model_dir: Path, text_file: str, gguf_arch: str, n_layer: int, chunk
     chunk = min(chunk, model.config.max_position_embeddings)
     # llama-imatrix uses whole chunks only; a text shorter than one chunk is one chunk
     n_chunks = max(1, len(ids) // chunk)
-    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == gguf_arch)
-    names = gguf.get_tensor_name_map(arch, n_layer)
     bos = tok.bos_token_id if _adds_bos(tok) else None
 
     im = Imatrix(chunk_size=chunk, dataset=Path(text_file).name)
@@ -78,7 +75,7 @@ def compute(model_dir: Path, text_file: str, gguf_arch: str, n_layer: int, chunk
 
     for mname, mod in model.named_modules():
         if isinstance(mod, torch.nn.Linear):
-            gname = names.get_name(f"{mname}.weight", try_suffixes=(".weight",))
+            gname = arch.gguf_name(f"{mname}.weight")
             if gname is None or (skip_output and gname == "output.weight"):
                 continue
             hooks.append(mod.register_forward_pre_hook(hook(gname)))

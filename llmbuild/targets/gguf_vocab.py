@@ -20,8 +20,8 @@ from llmbuild.errors import InvalidInput
 
 # The split regexes of the byte-level BPE pre-tokenizers llama.cpp implements, as tokenizer.json
 # spells them, mapped to the `tokenizer.ggml.pre` name that selects llama.cpp's copy. Keyed by the
-# regex rather than the architecture, because one architecture ships several tokenizers (a
-# LlamaForCausalLM may carry Llama 3's, SmolLM's or a SentencePiece one) and a wrong name tokenizes
+# regex rather than the architecture, because one architecture ships several tokenizers (a model of
+# the Llama architecture may carry Llama 3's, SmolLM's or a SentencePiece one) and a wrong name tokenizes
 # silently differently. llama.cpp identifies them by hashing a test string's tokens instead
 # (`get_vocab_base_pre`); the regex is the part of that which a file states.
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"

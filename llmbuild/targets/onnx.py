@@ -1,4 +1,4 @@
-"""The ONNX target: a Llama-family causal LM as one onnxruntime graph with past key values.
+"""The ONNX target: a decoder-only causal LM as one onnxruntime graph with past key values.
 
 The artifact is what onnxruntime needs to score and generate on CPU (or CUDA): `model.onnx` (plus
 `model.onnx.data` when the weights live outside the protobuf), `config.json` and the tokenizer files.
@@ -8,9 +8,10 @@ written for those run it unchanged:
     past_key_values.N.key / .value [batch, kv_heads, past, head_dim]
     -> logits [batch, seq, vocab] float32, present.N.key / .value [batch, kv_heads, past+seq, head_dim]
 
-How it is made: the graph is written here with `onnx.helper` from config.json and the checkpoint's
-tensor headers, then the weights are streamed into the file one tensor at a time, exactly as stored
-(cast only when the precision changes). No model is instantiated and no exporter traces one, so peak
+How it is made: the graph is written here with `onnx.helper` from the model's architecture object
+(llmbuild/archs: dims, rope, norms, q/k norms, biases, sliding windows per layer, tensor names) and
+the checkpoint's tensor headers, then the weights are streamed into the file one tensor at a time,
+exactly as stored (cast only when the precision changes). No model is instantiated and no exporter traces one, so peak
 memory is about one tensor plus the graph, whatever the model's size, and transformers' modelling code
 is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md: 2.2 s and 367 MB peak
 RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
@@ -21,7 +22,8 @@ capture modes failed; see formats.md).
 The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
 projections, RotaryEmbedding on q and k, one Attention node (grouped-query heads, past key/value in,
-present out, an additive mask) and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
+present out, an additive mask, a window per sliding-window layer), an RMSNormalization per head of q
+and k where the family has them, and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
 [tokens, features], so weights keep the checkpoint's [out, in] layout (written without a transpose) and
 tied embeddings are one initializer read by both the Gather and the output Gemm.
 
@@ -45,10 +47,10 @@ from pathlib import Path
 from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import onnx_quant
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture
+from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
 NAME = "onnx"
-SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 # onnxruntime: the opset and ops chosen are those its CPU provider runs, so its version is part of
 # what the export was made for; torch/safetensors read and cast the weights that go into the file.
 TOOLS = ("onnx", "onnxruntime", "numpy", "torch", "safetensors")
@@ -60,7 +62,8 @@ EXTERNAL_DATA = ("auto", "always", "never")
 # 23 is the first opset with Attention, RotaryEmbedding and RMSNormalization; 24 only revises
 # Attention (an optional input this graph does not use). Both are checked against transformers.
 OPSETS = (23, 24)
-ROPE_KINDS = ("default", "linear", "llama3")
+# activations the graph computes (config.json hidden_act): the SiLU-gated MLP
+ACTIVATIONS = ("silu", "swish")
 PROTOBUF_LIMIT = 2 << 30  # bytes: protobuf cannot serialize a message larger than 2 GiB
 AUTO_EXTERNAL_ABOVE = 1.5e9  # bytes of weights: auto keeps a margin below the limit for the graph itself
 DATA_FILE = "model.onnx.data"
@@ -73,9 +76,11 @@ ALIGN = 64  # external tensor offsets: a runtime that maps the file can use each
 # tiny models 3.5e-4 and 2.6e-9, the 240M model 4.7e-3 and 3.4e-7 with top-1 0.984 (random weights
 # have near-tied logits that fp16 rounding flips). max_kld and max_abs_diff are those of the GGUF f16
 # gate; min_top1 is a floor that catches a broken graph (which agrees on ~1/vocab), not a quality bar.
+# max_ppl_ratio: above llama.cpp's Llama-3-8B ratios at comparable bits (f16 ~1.000x, q8_0 1.0008; its
+# perplexity README) with room for small models.
 DEFAULT_GATES = {
-    "fp32": {"min_top1": 0.99, "max_kld": 1e-5, "max_abs_diff": 0.01},
-    "fp16": {"min_top1": 0.97, "max_kld": 1e-3, "max_abs_diff": 0.5},
+    "fp32": {"min_top1": 0.99, "max_kld": 1e-5, "max_abs_diff": 0.01, "max_ppl_ratio": 1.001},
+    "fp16": {"min_top1": 0.97, "max_kld": 1e-3, "max_abs_diff": 0.5, "max_ppl_ratio": 1.01},
 }
 
 
@@ -93,33 +98,44 @@ class Options:
     gates: Gates = field(default_factory=Gates)  # parity gates; unset ones take default_gates(dtype)
 
 
-def check(options, hf_config: dict, key: str) -> None:
-    """Plan-time checks: option values, the architecture and its rope scaling, the provider."""
+def check_options(options, key: str) -> None:
+    """Recipe-only checks: option values and the execution provider this onnxruntime has."""
     for opt, known in (("dtype", DTYPES), ("execution_provider", tuple(PROVIDERS)),
                        ("external_data", EXTERNAL_DATA), ("opset", OPSETS)):
         value = getattr(options, opt)
         if value not in known:
             raise InvalidInput(f"{key}.{opt}: unknown value {value!r}; known: {', '.join(map(str, known))}")
-    check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
-    kind = _rope(hf_config)[1]
-    if kind not in ROPE_KINDS:
-        raise InvalidInput(f"{key}: model config rope_scaling {kind!r} is not supported by the onnx backend; "
-                           f"supported: {', '.join(ROPE_KINDS)}")
-    if hf_config.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise InvalidInput(f"{key}: model config hidden_act {hf_config['hidden_act']!r} is not supported by the onnx "
-                           "backend, whose MLP is SiLU-gated")
     onnx_quant.check(options, key)
-    if options.external_data == "never":
-        nbytes = _estimate_params(hf_config) * (4 if options.dtype == "fp32" else 2)
-        if nbytes > AUTO_EXTERNAL_ABOVE:
-            raise InvalidInput(f"{key}.external_data: never, but the {options.dtype} weights are about "
-                               f"{nbytes / 1e9:.1f} GB, too close to protobuf's 2 GB limit; use auto or always")
     if options.execution_provider != "cpu":
         available = _providers()
         if PROVIDERS[options.execution_provider] not in available:
             raise InvalidInput(f"{key}.execution_provider: {options.execution_provider}, but onnxruntime here has "
                                f"no {PROVIDERS[options.execution_provider]} (has: {', '.join(available) or 'none'}); "
                                "install onnxruntime-gpu or use cpu")
+
+
+def check_model(options, arch, key: str) -> None:
+    """Model checks: what the graph computes is what the model computes, and the file fits protobuf."""
+    if arch.activation not in ACTIVATIONS:
+        raise InvalidInput(f"{key}: model config hidden_act {arch.activation!r} is not supported by the onnx "
+                           "backend, whose MLP is SiLU-gated")
+    for fact, value in (("an RMSNorm weight offset", arch.norm_offset), ("an embedding scale", arch.embedding_scale),
+                        ("attention soft-capping", arch.attn_softcap), ("final logit soft-capping", arch.final_softcap)):
+        if value:
+            raise InvalidInput(f"{key}: {arch.name} has {fact} ({value}), which the onnx graph does not compute yet")
+    if options.external_data == "never":
+        nbytes = arch.estimate_params() * (4 if options.dtype == "fp32" else 2)
+        if nbytes > AUTO_EXTERNAL_ABOVE:
+            raise InvalidInput(f"{key}.external_data: never, but the {options.dtype} weights are about "
+                               f"{nbytes / 1e9:.1f} GB, too close to protobuf's 2 GB limit; use auto or always")
+
+
+def check(options, hf_config: dict, key: str) -> None:
+    """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
+    from llmbuild.archs import for_config
+
+    check_options(options, key)
+    check_model(options, for_config(hf_config), key)
 
 
 def _providers() -> list[str]:
@@ -142,42 +158,22 @@ def runtime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-@dataclass
-class _Dims:
-    """The model's shape, from config.json."""
-
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    eps: float
-
-    @classmethod
-    def of(cls, cfg: dict) -> _Dims:
-        heads = cfg["num_attention_heads"]
-        return cls(cfg["num_hidden_layers"], cfg["hidden_size"], heads, cfg.get("num_key_value_heads") or heads,
-                   cfg.get("head_dim") or cfg["hidden_size"] // heads, cfg["vocab_size"], float(cfg["rms_norm_eps"]))
-
-
 def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress) -> dict:
     """Write model.onnx (+ model.onnx.data), config.json and the tokenizer files into out_dir."""
     import onnx
 
     out_dir = Path(out_dir)
-    cfg = ckpt.config
-    dims = _Dims.of(cfg)
+    arch = ckpt.arch
     elem = onnx.TensorProto.FLOAT if options.dtype == "fp32" else onnx.TensorProto.FLOAT16
     itemsize = 4 if options.dtype == "fp32" else 2
-    tensors, weight_of = _plan(ckpt, dims, cfg)
+    tensors, weight_of = _plan(ckpt, arch)
     n_params = sum(math.prod(shape) for _, shape in tensors)
     nbytes = n_params * itemsize
     external = options.external_data == "always" or (options.external_data == "auto" and nbytes > AUTO_EXTERNAL_ABOVE)
     if not external and nbytes > PROTOBUF_LIMIT - (64 << 20):
         raise InvalidInput(f"external_data: never, but the {options.dtype} weights are {nbytes / 1e9:.2f} GB, "
                            "over protobuf's 2 GB limit; use auto or always")
-    graph = _graph(dims, cfg, elem, weight_of, _windows(cfg))
+    graph = _graph(arch, elem, weight_of)
     inits = [onnx.TensorProto(name=name, dims=shape, data_type=elem) for name, shape in tensors]
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", options.opset)],
                                    producer_name="llmbuild", producer_version=_version())
@@ -209,7 +205,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     })
 
 
-def _plan(ckpt, dims: _Dims, cfg: dict) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
+def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
     """The checkpoint tensors the graph reads, in the checkpoint's order, with their shapes, and the map
     from each weight name the graph uses to the tensor holding it (the output layer may be the embedding).
 
@@ -220,33 +216,22 @@ def _plan(ckpt, dims: _Dims, cfg: dict) -> tuple[list[tuple[str, list[int]]], di
         found = {n: (list(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in ckpt.iter_tensors()}
     else:
         found = {n: (list(s), d) for n, (s, d) in ckpt.tensor_shapes().items()}
+    head, embed = f"{arch.LM_HEAD}.weight", f"{arch.EMBED}.weight"
     # tied when config.json says so (transformers then ignores any lm_head.weight) or when the
     # checkpoint has no output matrix of its own
-    tied = bool(cfg.get("tie_word_embeddings")) or "lm_head.weight" not in found
-    required = ["model.embed_tokens.weight", "model.norm.weight", *([] if tied else ["lm_head.weight"])]
-    optional = []  # biases some Llama-architecture models add (attention_bias, mlp_bias)
-    for i in range(dims.layers):
-        p = f"model.layers.{i}."
-        required += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-        required += [p + f"self_attn.{x}_proj.weight" for x in "qkvo"]
-        required += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
-        biases = [p + f"self_attn.{x}_proj.bias" for x in "qkv"]
-        if ckpt.arch.qkv_bias:
-            required += biases
-        else:
-            optional += biases
-        optional += [p + "self_attn.o_proj.bias", *(p + f"mlp.{x}_proj.bias" for x in ("gate", "up", "down"))]
+    tied = arch.tied or head not in found
+    required, optional = arch.expected_tensors(tied)
     missing = [n for n in required if n not in found]
     if missing:
         raise InvalidInput(f"{ckpt.dir}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
     used = set(required) | (set(optional) & set(found))
     for n, (_, dtype) in found.items():
-        if n not in used and not n.endswith("rotary_emb.inv_freq") and n != "lm_head.weight":
-            raise InvalidInput(f"{ckpt.dir}: tensor {n!r} has no place in the onnx graph of {ckpt.arch.hf_name}")
+        if n not in used and not arch.ignored(n) and n != head:
+            raise InvalidInput(f"{ckpt.dir}: tensor {n!r} has no place in the onnx graph of {arch.name}")
         if n in used and dtype.upper() not in ("F32", "F16", "BF16", "FLOAT32", "FLOAT16", "BFLOAT16"):
             raise InvalidInput(f"{ckpt.dir}: tensor {n!r} is {dtype}; the onnx backend reads float32, float16 "
                                "and bfloat16 checkpoints")
-    weight_of = {n: n for n in used} | {"lm_head.weight": "model.embed_tokens.weight" if tied else "lm_head.weight"}
+    weight_of = {n: n for n in used} | {head: embed if tied else head}
     return [(n, shape) for n, (shape, _) in found.items() if n in used], weight_of
 
 
@@ -342,12 +327,13 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _graph(d: _Dims, cfg: dict, elem: int, weight_of: dict[str, str], windows: list[int | None]):
+def _graph(arch, elem: int, weight_of: dict[str, str]):
     """The decoder as an ONNX GraphProto whose weight initializers are added by the writer."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, consts = [], []
+    hd = arch.head_dim
     np_dt = np.float32 if elem == TensorProto.FLOAT else np.float16
 
     def op(op_type: str, inputs: list[str], name: str, outputs: list[str] | None = None, **attrs) -> str:
@@ -364,20 +350,27 @@ def _graph(d: _Dims, cfg: dict, elem: int, weight_of: dict[str, str], windows: l
         return op("Gemm", [x, weight_of[f"{module}.weight"], *([bias] if bias in weight_of else [])],
                   f"{module}.Gemm", transB=1)
 
-    def rms_norm(x: str, weight: str) -> str:
+    def rms_norm(x: str, module: str) -> str:
         # stash_type float32: the reduction runs in float32 for fp16 models too, as transformers does
-        return op("RMSNormalization", [x, weight_of[weight]], weight.removesuffix(".weight"),
-                  axis=-1, epsilon=d.eps, stash_type=TensorProto.FLOAT)
+        return op("RMSNormalization", [x, weight_of[f"{module}.weight"]], module,
+                  axis=-1, epsilon=arch.eps, stash_type=TensorProto.FLOAT)
+
+    def head_norm(x: str, module: str, heads: int) -> str:
+        """RMSNorm over each head of a [tokens, heads * head_dim] projection (q/k norms)."""
+        per_head = op("Reshape", [x, const(f"heads_{heads}_shape", np.array([-1, heads, hd], np.int64))],
+                      f"{module}.per_head")
+        flat = const(f"flat_{heads}_shape", np.array([-1, heads * hd], np.int64))
+        return op("Reshape", [rms_norm(per_head, module), flat], f"{module}.flat")
 
     # activations are [tokens, features] (Gemm's 2-D form); rotary and attention see [batch, seq, features]
     shape3 = op("Concat", [op("Shape", ["input_ids"], "ids_shape"), const("minus_one", np.array([-1], np.int64))],
                 "shape3", axis=0)
     tokens = op("Reshape", ["input_ids", "minus_one"], "tokens")
-    h = op("Gather", [weight_of["model.embed_tokens.weight"], tokens], "embed", axis=0)
+    h = op("Gather", [weight_of[f"{arch.EMBED}.weight"], tokens], "embed", axis=0)
 
     # rotary angles in float32 (position * inverse frequency), shared by every layer
     pos = op("Cast", [op("Unsqueeze", ["position_ids", "minus_one"], "pos3")], "pos_f", to=TensorProto.FLOAT)
-    angles = op("Mul", [pos, const("inv_freq", _inv_freq(cfg, d.head_dim))], "angles")
+    angles = op("Mul", [pos, const("inv_freq", arch.rope.inv_freq())], "angles")
     cos, sin = op("Cos", [angles], "cos32"), op("Sin", [angles], "sin32")
     if elem != TensorProto.FLOAT:
         cos, sin = op("Cast", [cos], "cos", to=elem), op("Cast", [sin], "sin", to=elem)
@@ -400,98 +393,53 @@ def _graph(d: _Dims, cfg: dict, elem: int, weight_of: dict[str, str], windows: l
     hidden_value = const("hidden_value", np.array(np.finfo(np_dt).min / 2, np_dt))
     no_bias = const("no_bias", np.array(0, np_dt))
     masks = {}
-    for w in sorted(set(windows), key=lambda w: w or 0):
+    for w in sorted(set(arch.windows), key=lambda w: w or 0):
         v = visible
         if w is not None:
             start = op("Sub", [query_idx, const(f"window_{w}", np.array(w, np.int64))], f"window_start_{w}")
             v = op("And", [visible, op("Greater", [key_idx, start], f"in_window_{w}")], f"visible_{w}")
         masks[w] = op("Where", [v, no_bias, hidden_value], f"mask_{w or 'full'}")
 
-    attn_2d = const("attn_2d_shape", np.array([-1, d.heads * d.head_dim], np.int64))
-    for i in range(d.layers):
+    attn_2d = const("attn_2d_shape", np.array([-1, arch.heads * hd], np.int64))
+    for i in range(arch.layers):
+        L = arch.layer(i)
         p = f"model.layers.{i}"
-        x = rms_norm(h, f"{p}.input_layernorm.weight")
-        q, k, v = (op("Reshape", [linear(x, f"{p}.self_attn.{n}_proj"), shape3], f"{p}.{n}3") for n in "qkv")
-        q = op("RotaryEmbedding", [q, cos, sin], f"{p}.q_rope", num_heads=d.heads)
-        k = op("RotaryEmbedding", [k, cos, sin], f"{p}.k_rope", num_heads=d.kv_heads)
-        y = op("Attention", [q, k, v, masks[windows[i]], f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
+        x = rms_norm(h, L.attn_norm)
+        q, k, v = linear(x, L.q), linear(x, L.k), linear(x, L.v)
+        if L.q_norm:
+            q = head_norm(q, L.q_norm, arch.heads)
+        if L.k_norm:
+            k = head_norm(k, L.k_norm, arch.kv_heads)
+        q, k, v = (op("Reshape", [t, shape3], f"{p}.{n}3") for t, n in ((q, "q"), (k, "k"), (v, "v")))
+        q = op("RotaryEmbedding", [q, cos, sin], f"{p}.q_rope", num_heads=arch.heads)
+        k = op("RotaryEmbedding", [k, cos, sin], f"{p}.k_rope", num_heads=arch.kv_heads)
+        y = op("Attention", [q, k, v, masks[L.window], f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
                f"{p}.attn", outputs=[f"{p}.attn", f"present.{i}.key", f"present.{i}.value"],
-               q_num_heads=d.heads, kv_num_heads=d.kv_heads, softmax_precision=TensorProto.FLOAT)
+               q_num_heads=arch.heads, kv_num_heads=arch.kv_heads, softmax_precision=TensorProto.FLOAT)
         y = op("Reshape", [y, attn_2d], f"{p}.attn_2d")
-        h = op("Add", [h, linear(y, f"{p}.self_attn.o_proj")], f"{p}.attn_residual")
-        x = rms_norm(h, f"{p}.post_attention_layernorm.weight")
-        gate = linear(x, f"{p}.mlp.gate_proj")
+        h = op("Add", [h, linear(y, L.o)], f"{p}.attn_residual")
+        x = rms_norm(h, L.ffn_norm)
+        gate = linear(x, L.gate)
         silu = op("Mul", [gate, op("Sigmoid", [gate], f"{p}.mlp.sigmoid")], f"{p}.mlp.silu")
-        mlp = op("Mul", [silu, linear(x, f"{p}.mlp.up_proj")], f"{p}.mlp.gated")
-        h = op("Add", [h, linear(mlp, f"{p}.mlp.down_proj")], f"{p}.mlp_residual")
+        mlp = op("Mul", [silu, linear(x, L.up)], f"{p}.mlp.gated")
+        h = op("Add", [h, linear(mlp, L.down)], f"{p}.mlp_residual")
 
-    logits = linear(rms_norm(h, "model.norm.weight"), "lm_head")
+    logits = linear(rms_norm(h, arch.FINAL_NORM), arch.LM_HEAD)
     if elem != TensorProto.FLOAT:
         logits = op("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
     op("Reshape", [logits, shape3], "logits")
 
-    kv_shape = ["batch_size", d.kv_heads, "past_sequence_length", d.head_dim]
-    present_shape = ["batch_size", d.kv_heads, "total_sequence_length", d.head_dim]
+    kv_shape = ["batch_size", arch.kv_heads, "past_sequence_length", hd]
+    present_shape = ["batch_size", arch.kv_heads, "total_sequence_length", hd]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
               helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", d.vocab])]
-    for i in range(d.layers):
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", arch.vocab])]
+    for i in range(arch.layers):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, kv_shape))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", elem, present_shape))
     return helper.make_graph(nodes, "llmbuild-decoder", inputs, outputs, initializer=consts)
-
-
-def _rope(cfg: dict) -> tuple[float, str, dict]:
-    """(rope theta, scaling kind, scaling parameters) from a transformers 4 or 5 config.json."""
-    params = dict(cfg.get("rope_parameters") or {})  # transformers 5
-    params.update(cfg.get("rope_scaling") or {})  # transformers 4
-    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    return float(theta), params.get("rope_type") or params.get("type") or "default", params
-
-
-def _inv_freq(cfg: dict, head_dim: int):
-    """Rotary inverse frequencies [head_dim/2] in float32, computed as transformers does (its
-    ROPE_INIT_FUNCTIONS for default, linear and llama3), so the angles match to the last bit or two."""
-    import numpy as np
-
-    theta, kind, p = _rope(cfg)
-    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
-    if kind == "linear":
-        inv = inv / p["factor"]
-    elif kind == "llama3":
-        # Llama 3.1: long wavelengths slowed by `factor`, short ones kept, those between interpolated
-        factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
-        old_ctx = p["original_max_position_embeddings"]
-        wavelen = 2 * math.pi / inv
-        scaled = np.where(wavelen > old_ctx / low, inv / factor, inv)
-        smooth = (old_ctx / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = (wavelen >= old_ctx / high) & (wavelen <= old_ctx / low)
-        inv = np.where(medium, smoothed, scaled)
-    return inv.astype(np.float32)
-
-
-def _windows(cfg: dict) -> list[int | None]:
-    """Each layer's sliding attention window (None: full attention), as transformers decides it:
-    `layer_types` where config.json has them (Qwen2 in transformers 5), Qwen2's use_sliding_window and
-    max_window_layers in older configs, else `sliding_window` on every layer (Mistral)."""
-    n, w = cfg["num_hidden_layers"], cfg.get("sliding_window")
-    if cfg.get("layer_types"):
-        return [w if t == "sliding_attention" else None for t in cfg["layer_types"]]
-    if "use_sliding_window" in cfg:
-        on = cfg["use_sliding_window"] and w is not None
-        return [w if on and i >= cfg.get("max_window_layers", 0) else None for i in range(n)]
-    return [w] * n
-
-
-def _estimate_params(cfg: dict) -> int:
-    """Parameter count from config.json alone (plan time), biases and norms aside."""
-    d = _Dims.of(cfg)
-    attn = d.hidden * d.head_dim * (2 * d.heads + 2 * d.kv_heads)
-    embed = d.vocab * d.hidden * (1 if cfg.get("tie_word_embeddings") else 2)
-    return embed + d.layers * (attn + 3 * d.hidden * cfg["intermediate_size"])
 
 
 def _metadata(meta: ArtifactMeta, dtype: str) -> dict[str, str]:
@@ -563,3 +511,47 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
             done += n
         results.append(np.concatenate(logits).astype(np.float32, copy=False))
     return results
+
+
+class Onnx(Backend):
+    name = NAME
+    Options = Options
+    precisions = (*DTYPES, *(q for q in onnx_quant.QUANTS if q != "none"))
+    tools = TOOLS
+    runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
+    card_library = "onnx"
+
+    def check_options(self, options, key):
+        check_options(options, key)
+
+    def check_model(self, options, arch, model_dir, key):
+        check_model(options, arch, key)
+
+    def precision(self, options):
+        return precision(options)
+
+    def default_gates(self, options):
+        return default_gates(options)
+
+    def runtime_available(self):
+        return runtime_available()
+
+    def export(self, ckpt, options, out_dir, meta, progress):
+        return export(ckpt, options, out_dir, meta, progress)
+
+    def run_logits(self, artifact_dir, record, token_ids, split=None):
+        return run_logits(artifact_dir, record, token_ids, split)
+
+    def generate(self, *args, **kwargs):
+        from llmbuild.evaluation import onnx_runtime  # the greedy loop over past key values
+
+        return onnx_runtime.generate(*args, **kwargs)
+
+    def usage(self, target, record, files):
+        return [f"`{target}` with onnxruntime (inputs `input_ids`, `attention_mask`, `position_ids`, "
+                "`past_key_values.N.key/value`; outputs `logits`, `present.N.key/value`):", "", "```python",
+                "import onnxruntime as ort", f"sess = ort.InferenceSession('artifacts/{target}/model.onnx')",
+                "print([i.name for i in sess.get_inputs()])", "```", ""]
+
+
+BACKEND = Onnx()

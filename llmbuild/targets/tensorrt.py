@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture, no_progress
+from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
 
 NAME = "tensorrt"
-SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 TOOLS = ("torch", "transformers", "onnx", "onnxscript", "tensorrt")
 RUNTIME_DIST = "onnxruntime"
 
@@ -61,9 +61,11 @@ INPUTS = ("input_ids", "attention_mask")
 # The gguf target's f16/bf16 rows: the same rounding of the weights, here with fp16 arithmetic too
 # (onnxruntime runs fp16 graphs in fp16; bf16 graphs are widened, see the module docstring).
 DEFAULT_GATES = {
-    "fp16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5},
-    "bf16": {"min_top1": 0.97, "max_kld": 5e-3, "max_abs_diff": 1.0},
+    "fp16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5, "max_ppl_ratio": 1.01},
+    "bf16": {"min_top1": 0.97, "max_kld": 5e-3, "max_abs_diff": 1.0, "max_ppl_ratio": 1.02},
 }
+# a TensorRT engine generates only on the GPU it was built for, and the prepared graph has no KV cache
+NO_GENERATION = "a TensorRT engine generates on the GPU it was built for; the prepared graph has no KV cache"
 
 
 @dataclass
@@ -142,26 +144,17 @@ def resolved(profiles: Profiles, dim: str, hf_config: dict) -> Range:
     return r
 
 
-def check(options, hf_config: dict, key: str) -> None:
-    """Plan-time checks: precision, profiles (min <= opt <= max, within the model's context), engine mode."""
+def check_options(options, key: str) -> None:
+    """Recipe-only checks: precision, engine mode (and this machine's GPU), profiles min <= opt <= max."""
     if options.precision not in PRECISIONS:
         raise InvalidInput(f"{key}.precision: unknown precision {options.precision!r}; known: {', '.join(PRECISIONS)}")
     if options.engine not in ENGINE_MODES:
         raise InvalidInput(f"{key}.engine: unknown mode {options.engine!r}; known: {', '.join(ENGINE_MODES)}")
-    check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
-    ctx = hf_config.get("max_position_embeddings")
-    if options.profiles.seq.max == 0 and not ctx:
-        raise InvalidInput(f"{key}.profiles.seq.max: 0 means the model's context, but config.json has no "
-                           "max_position_embeddings; give a number")
     for dim in ("batch", "seq"):
-        r = resolved(options.profiles, dim, hf_config)
-        where = f"{key}.profiles.{dim}"
-        if r.min < 1:
-            raise InvalidInput(f"{where}.min: must be at least 1, got {r.min}")
-        if not r.min <= r.opt <= r.max:
-            raise InvalidInput(f"{where}: needs min <= opt <= max, got min {r.min}, opt {r.opt}, max {r.max}")
-        if dim == "seq" and ctx and r.max > ctx:
-            raise InvalidInput(f"{where}.max: {r.max} is beyond the model's context ({ctx} tokens)")
+        r = getattr(options.profiles, dim)
+        if dim == "seq" and r.max == 0:
+            continue  # the model's context: checked with the model
+        _check_range(r, f"{key}.profiles.{dim}")
     if options.engine == "required":
         if importlib.util.find_spec("tensorrt") is None:
             raise InvalidInput(f"{key}.engine: required, but the tensorrt package is not installed here "
@@ -169,6 +162,33 @@ def check(options, hf_config: dict, key: str) -> None:
         if gpu_info() is None:
             raise InvalidInput(f"{key}.engine: required, but this machine has no NVIDIA GPU; an engine can only "
                                "be built on the GPU that runs it (use engine: auto or deferred)")
+
+
+def _check_range(r: Range, where: str) -> None:
+    if r.min < 1:
+        raise InvalidInput(f"{where}.min: must be at least 1, got {r.min}")
+    if not r.min <= r.opt <= r.max:
+        raise InvalidInput(f"{where}: needs min <= opt <= max, got min {r.min}, opt {r.opt}, max {r.max}")
+
+
+def check_model(options, arch, key: str) -> None:
+    """Model checks: the sequence profile within the model's context."""
+    ctx = arch.context
+    if options.profiles.seq.max == 0 and not ctx:
+        raise InvalidInput(f"{key}.profiles.seq.max: 0 means the model's context, but config.json has no "
+                           "max_position_embeddings; give a number")
+    r = resolved(options.profiles, "seq", arch.config)
+    _check_range(r, f"{key}.profiles.seq")
+    if ctx and r.max > ctx:
+        raise InvalidInput(f"{key}.profiles.seq.max: {r.max} is beyond the model's context ({ctx} tokens)")
+
+
+def check(options, hf_config: dict, key: str) -> None:
+    """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
+    from llmbuild.archs import for_config
+
+    check_options(options, key)
+    check_model(options, for_config(hf_config), key)
 
 
 # -- export -------------------------------------------------------------------------------------------
@@ -476,6 +496,54 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     print(json.dumps(rec, indent=2))
     return 0
+
+
+
+class Tensorrt(Backend):
+    name = NAME
+    Options = Options
+    precisions = tuple(PRECISIONS)
+    tools = TOOLS
+    runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
+    no_generation = NO_GENERATION
+
+    def check_options(self, options, key):
+        check_options(options, key)
+
+    def check_model(self, options, arch, model_dir, key):
+        check_model(options, arch, key)
+
+    def precision(self, options):
+        return precision(options)
+
+    def default_gates(self, options):
+        return default_gates(options)
+
+    def key_extra(self, options):
+        return key_extra(options)
+
+    def runtime_available(self):
+        return runtime_available()
+
+    def export(self, ckpt, options, out_dir, meta, progress):
+        return export(ckpt, options, out_dir, meta, progress)
+
+    def run_logits(self, artifact_dir, record, token_ids, split=None):
+        return run_logits(artifact_dir, record, token_ids, split)
+
+    def usage(self, target, record, files):
+        return [f"`{target}`: build the TensorRT engine where it will run (see BUILD_ENGINE.md):", "",
+                "```bash", f"cd artifacts/{target} && {record.get('build_command')}", "```", ""]
+
+    def notes(self, record):
+        notes = super().notes(record)
+        if record.get("engine") == "deferred":
+            notes.append(f"TensorRT engine deferred ({record.get('engine_reason')}): build it on the deployment "
+                         f"machine with `{record.get('build_command')}`")
+        return notes
+
+
+BACKEND = Tensorrt()
 
 
 if __name__ == "__main__":

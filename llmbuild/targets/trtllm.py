@@ -50,7 +50,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import re
 import shutil
 import struct
 from dataclasses import dataclass, field
@@ -58,10 +57,10 @@ from pathlib import Path
 
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import modelopt_loader
-from llmbuild.targets.common import ArtifactMeta, Gates, Progress, check_architecture, no_progress
+from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
 
 NAME = "trtllm"
-SUPPORTED_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 # nvidia-modelopt decides which loader verifies FP8 per-tensor checkpoints, so its version is keyed
 TOOLS = ("torch", "transformers", "safetensors", "tokenizers", "nvidia-modelopt")
 RUNTIME_DIST = "transformers"
@@ -86,42 +85,42 @@ BUILT_FOR = {
     "nvidia-modelopt": "0.47.0 (unified HF checkpoint format: hf_quant_config.json + flat quantization_config)",
 }
 
-# The Llama-family decoder layer, as a table: linears that read the same input are fused by the
-# runtimes (TensorRT-LLM's qkv and gate_up linears, vLLM's QKVParallelLinear/MergedColumnParallelLinear),
-# so they share one AWQ scale folded into the norm that feeds them, as ModelOpt's export does
-# (requantize_resmooth_fused_llm_layers + fuse_prequant_layernorm). `norm=None`: the scale stays as
-# the linear's pre_quant_scale, which TensorRT-LLM applies for unfused (vanilla) linears only.
-# Used by Llama 2/3, Mistral, Qwen2 (q/k/v biases need nothing: smoothing scales input columns).
+# Which linears are quantized, which share an input (one AWQ scale folded into the norm before them,
+# as ModelOpt's export does) and which modules stay in the model dtype: the architecture's
+# `linear_groups`, `linear_shapes` and `unquantized_modules` (llmbuild/archs/base.py). q/k/v biases
+# need nothing: smoothing scales input columns.
+
+
 @dataclass(frozen=True)
-class _Group:
-    norm: str | None
-    linears: tuple[str, ...]
+class _Layout:
+    """A model's quantizable layer layout: the architecture's linear groups, and the pattern of a layer
+    weight's name (layer index, module relative to the layer)."""
+
+    groups: tuple
+    pattern: object
+
+    def __iter__(self):
+        return iter(self.groups)
 
 
-LLAMA_LAYER = (
-    _Group("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-    _Group(None, ("self_attn.o_proj",)),
-    _Group("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
-    _Group(None, ("mlp.down_proj",)),
-)
-LAYER_LAYOUTS = {arch: LLAMA_LAYER for arch in SUPPORTED_ARCHS}
-# lm_head and the embedding stay in the model dtype: ModelOpt's default configs never quantize them
-# (the output layer is the most sensitive; the embedding is a lookup, not a GEMM)
-EXCLUDE_MODULES = ["lm_head", "model.embed_tokens"]
-_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)\.weight$")
+def _layout(arch) -> _Layout:
+    return _Layout(arch.linear_groups(), arch.LAYER_WEIGHT)
+
 
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
-# gguf target's bf16/f16 rows (the same rounding of the weights). FP8 E4M3 keeps 3 mantissa bits on
+# gguf target's bf16/f16 rows (the same rounding of the weights), max_ppl_ratio included. FP8 E4M3 keeps 3 mantissa bits on
 # weights *and* activations, INT4-AWQ 4 bits per weight: their KLD limits sit with llama.cpp's q8_0 and
 # q4_0 rows (formats.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
 # (tests/targets/test_trtllm.py): FP8 top-1 0.90 / KLD 0.002, FP8 per-channel 0.95 / 0.002, INT4-AWQ
 # 0.92 / 0.013. Random-weight models have nearly flat next-token distributions whose top-2 gaps are
 # below quantization noise, so their top-1 agreement says little (the gpu-targets recipe sets its own).
+# max_ppl_ratio for FP8 sits between llama.cpp's q8_0 and q6_K rows, INT4-AWQ with Q4_K_M's (weight-only
+# 4-bit): llama.cpp's Llama-3-8B ratios (q8_0 1.0008, q6_K 1.0055, q4_K_M 1.029) with room for small models.
 DEFAULT_GATES = {
-    "bf16": {"min_top1": 0.97, "max_kld": 5e-3, "max_abs_diff": 1.0},
-    "fp16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5},
-    "fp8": {"min_top1": 0.85, "max_kld": 0.02, "max_abs_diff": 2.0},
-    "int4_awq": {"min_top1": 0.80, "max_kld": 0.1, "max_abs_diff": 4.0},
+    "bf16": {"min_top1": 0.97, "max_kld": 5e-3, "max_abs_diff": 1.0, "max_ppl_ratio": 1.02},
+    "fp16": {"min_top1": 0.98, "max_kld": 1e-3, "max_abs_diff": 0.5, "max_ppl_ratio": 1.01},
+    "fp8": {"min_top1": 0.85, "max_kld": 0.02, "max_abs_diff": 2.0, "max_ppl_ratio": 1.05},
+    "int4_awq": {"min_top1": 0.80, "max_kld": 0.1, "max_abs_diff": 4.0, "max_ppl_ratio": 1.25},
 }
 
 SHARD_UNIT = 1 << 20  # bytes per shard_size_mb
@@ -193,27 +192,12 @@ def key_extra(options) -> dict:
             "calibration_sha256": hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None}
 
 
-def linear_shapes(hf_config: dict) -> dict[str, tuple[int, int]]:
-    """(out_features, in_features) of each quantizable linear of one decoder layer, from config.json."""
-    h = hf_config["hidden_size"]
-    heads = hf_config["num_attention_heads"]
-    kv = hf_config.get("num_key_value_heads") or heads
-    hd = hf_config.get("head_dim") or h // heads
-    inter = hf_config["intermediate_size"]
-    return {
-        "self_attn.q_proj": (heads * hd, h), "self_attn.k_proj": (kv * hd, h), "self_attn.v_proj": (kv * hd, h),
-        "self_attn.o_proj": (h, heads * hd), "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
-        "mlp.down_proj": (h, inter),
-    }
-
-
-def check(options, hf_config: dict, key: str) -> None:
-    """Plan-time checks: every choice is one the format and its runtimes take, for this model's shapes."""
+def check_options(options, key: str) -> None:
+    """Recipe-only checks: every choice is one the format and its runtimes take, the calibration text."""
     if options.dtype not in DTYPES:
         raise InvalidInput(f"{key}.dtype: unknown dtype {options.dtype!r}; known: {', '.join(DTYPES)}")
     if options.quant not in QUANTS:
         raise InvalidInput(f"{key}.quant: unknown quant {options.quant!r}; known: {', '.join(QUANTS)}")
-    arch = check_architecture(NAME, SUPPORTED_ARCHS, hf_config, key)
     if options.max_batch_size < 1:
         raise InvalidInput(f"{key}.max_batch_size: must be at least 1, got {options.max_batch_size}")
     if options.max_seq_len is not None and options.max_seq_len < 1:
@@ -223,12 +207,6 @@ def check(options, hf_config: dict, key: str) -> None:
                            f"{options.kv_cache_free_gpu_memory_fraction}")
     if options.shard_size_mb < 1:
         raise InvalidInput(f"{key}.shard_size_mb: must be at least 1, got {options.shard_size_mb}")
-    if options.quant == "none":
-        return
-    if arch not in LAYER_LAYOUTS:
-        raise InvalidInput(f"{key}.quant: {options.quant} is not mapped for architecture {arch!r}; "
-                           f"quantized layouts: {', '.join(sorted(LAYER_LAYOUTS))}")
-    shapes = linear_shapes(hf_config)
     if options.quant == "fp8":
         if options.fp8_weight_scales not in FP8_WEIGHT_SCALES:
             raise InvalidInput(f"{key}.fp8_weight_scales: unknown {options.fp8_weight_scales!r}; known: "
@@ -244,6 +222,19 @@ def check(options, hf_config: dict, key: str) -> None:
                 f"{key}.fp8_activation_scales: {options.fp8_activation_scales} with fp8_weight_scales="
                 f"{options.fp8_weight_scales} is not a ModelOpt format; {options.fp8_weight_scales} weights go with "
                 f"{want} activations")
+    if options.quant == "int4_awq" and options.awq_group_size not in AWQ_GROUP_SIZES:
+        raise InvalidInput(f"{key}.awq_group_size: {options.awq_group_size} is not one TensorRT-LLM's W4A16 kernels "
+                           f"take; choose {' or '.join(map(str, AWQ_GROUP_SIZES))}")
+    if needs_calibration(options):
+        _check_calibration_text(options, key)
+
+
+def check_model(options, arch, key: str) -> None:
+    """Model checks: the quantized formats' kernels take this model's linear shapes."""
+    if options.quant == "none":
+        return
+    shapes = arch.linear_shapes()
+    if options.quant == "fp8":
         for name, (out, inp) in shapes.items():
             # FP8 GEMMs (cuBLASLt via torch._scaled_mm, CUTLASS in vLLM/TRT-LLM) need both dims % 16 == 0
             if out % 16 or inp % 16:
@@ -251,17 +242,20 @@ def check(options, hf_config: dict, key: str) -> None:
                                    f"alignment); {name} is {out}x{inp}")
     if options.quant == "int4_awq":
         g = options.awq_group_size
-        if g not in AWQ_GROUP_SIZES:
-            raise InvalidInput(f"{key}.awq_group_size: {g} is not one TensorRT-LLM's W4A16 kernels take; "
-                               f"choose {' or '.join(map(str, AWQ_GROUP_SIZES))}")
         for name, (out, inp) in shapes.items():
             if inp % g:
                 raise InvalidInput(f"{key}.awq_group_size: {name} has {inp} input features, not a multiple of "
                                    f"{g} (ModelOpt packs whole groups only)")
             if out % 2:
                 raise InvalidInput(f"{key}.quant: int4_awq packs two output rows per byte; {name} has {out} rows")
-    if needs_calibration(options):
-        _check_calibration_text(options, key)
+
+
+def check(options, hf_config: dict, key: str) -> None:
+    """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
+    from llmbuild.archs import for_config
+
+    check_options(options, key)
+    check_model(options, for_config(hf_config), key)
 
 
 def _check_calibration_text(options, key: str) -> None:
@@ -316,7 +310,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress 
     out_dir = Path(out_dir)
     dtype = getattr(torch, DTYPES[options.dtype])
     algo = quant_algo(options)
-    layout = LAYER_LAYOUTS.get(ckpt.arch.hf_name)
+    arch = ckpt.arch
+    layout = _layout(arch)
     calib: dict = {}
     stats: dict = {}
     if algo is not None:
@@ -337,7 +332,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress 
     problems = check_schema(out_dir)
     if problems:  # a bug here, not a user error: the writer and the schema disagree
         raise RuntimeError(f"trtllm export wrote a checkpoint that fails its schema: {problems[0]}")
-    params = sum(math.prod(s) for n, (s, _) in shapes.items() if not n.endswith(".rotary_emb.inv_freq"))
+    params = sum(math.prod(s) for n, (s, _) in shapes.items() if not arch.ignored(n))
     total = sum(o.nbytes for o in plan)
     serve = serve_commands(options, ckpt.config)
     _write_serve_files(out_dir, options, ckpt.config, meta, serve, algo)
@@ -347,7 +342,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress 
         "quant": options.quant,
         "quant_algo": algo,
         "group_size": options.awq_group_size if options.quant == "int4_awq" else None,
-        "exclude_modules": EXCLUDE_MODULES if algo else [],
+        "exclude_modules": list(arch.unquantized_modules) if algo else [],
         "shards": files,
         "largest_shard_bytes": max(files.values()),
         "bytes": total,
@@ -385,10 +380,10 @@ def _source_shapes(ckpt) -> dict[str, tuple[tuple[int, ...], str]]:
     return {n: (tuple(s), d) for n, (s, d) in ckpt.tensor_shapes().items()}
 
 
-def _linear_of(name: str, layout) -> tuple[int, str, int, _Group] | None:
+def _linear_of(name: str, layout) -> tuple[int, str, int, object] | None:
     """(layer, linear, index in group, group) when `name` is the weight of a quantized linear."""
-    m = _LAYER_RE.match(name)
-    if not m or layout is None:
+    m = layout.pattern.match(name)
+    if not m:
         return None
     for g in layout:
         if m.group(2) in g.linears:
@@ -396,9 +391,9 @@ def _linear_of(name: str, layout) -> tuple[int, str, int, _Group] | None:
     return None
 
 
-def _norm_of(name: str, layout) -> tuple[int, _Group] | None:
-    m = _LAYER_RE.match(name)
-    if not m or layout is None:
+def _norm_of(name: str, layout) -> tuple[int, object] | None:
+    m = layout.pattern.match(name)
+    if not m:
         return None
     for g in layout:
         if g.norm == m.group(2):
@@ -412,8 +407,8 @@ def _plan(shapes: dict, options, layout) -> list[_Out]:
     dt = _ST_CODE[DTYPES[options.dtype]]
     plan = []
     for src, (shape, _) in sorted(shapes.items()):
-        if src.endswith(".rotary_emb.inv_freq"):
-            continue  # a buffer every runtime recomputes from the rope settings
+        if src.endswith(".rotary_emb.inv_freq"):  # buffers every runtime recomputes from the config
+            continue
         lin = _linear_of(src, layout) if algo else None
         if lin is None:
             plan.append(_Out(src, tuple(shape), dt, src))
@@ -686,7 +681,7 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
     inner = skeleton.model
-    hidden = _embed(ckpt, batches)
+    hidden = _embed(ckpt, batches, f"{ckpt.arch.EMBED}.weight")
     rotary = type(inner.rotary_emb)(config=skeleton.config)
     pos = torch.arange(batches.shape[1])[None].expand(batches.shape[0], -1)
     with torch.no_grad():
@@ -750,12 +745,11 @@ def _trim_heap() -> None:
 _LIBC = None
 
 
-def _embed(ckpt, batches):
+def _embed(ckpt, batches, name: str):
     """Embedding rows of the calibration tokens only, read with safetensors slices: a 128k-token
     embedding never has to be in memory for a calibration pass."""
     import torch
 
-    name = "model.embed_tokens.weight"
     uniq = sorted(set(batches.reshape(-1).tolist()))
     if ckpt.pickle:
         rows = ckpt.get_tensor(name)[uniq].float()
@@ -808,7 +802,7 @@ def _alpha_summary(stats: dict) -> dict:
 # -- metadata and serving files ----------------------------------------------------------------------
 
 
-def hf_quant_config(options) -> dict | None:
+def hf_quant_config(options, arch) -> dict | None:
     """hf_quant_config.json: ModelOpt's legacy shape (quant_utils.get_quant_config), which TensorRT-LLM
     reads as authoritative (model_config.load_modelopt_quant_config) and vLLM lists in
     get_config_filenames. The producer is named honestly: llmbuild wrote it, in ModelOpt's format."""
@@ -817,19 +811,19 @@ def hf_quant_config(options) -> dict | None:
     algo = quant_algo(options)
     if algo is None:
         return None
-    q = {"quant_algo": algo, "kv_cache_quant_algo": None, "exclude_modules": list(EXCLUDE_MODULES)}
+    q = {"quant_algo": algo, "kv_cache_quant_algo": None, "exclude_modules": list(arch.unquantized_modules)}
     if algo == "W4A16_AWQ":
         # process_layer_quant_config's int4_awq row
         q.update(group_size=options.awq_group_size, has_zero_point=False, pre_quant_scale=True)
     return {"producer": {"name": "llmbuild", "version": __version__}, "quantization": q}
 
 
-def inline_quant_config(options) -> dict | None:
+def inline_quant_config(options, arch) -> dict | None:
     """config.json's quantization_config: ModelOpt's flat shape (convert_hf_quant_config_format), which
     vLLM's ModelOptQuantConfigBase.from_config and TensorRT-LLM's read_modelopt_quant_config read.
     config_groups come from ModelOpt's _quant_algo_to_group_config; group_size and the AWQ flags are
     also top-level, so TensorRT-LLM's warn_if_inline_diverges finds nothing to warn about."""
-    legacy = hf_quant_config(options)
+    legacy = hf_quant_config(options, arch)
     if legacy is None:
         return None
     q = legacy["quantization"]
@@ -856,10 +850,10 @@ def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
     cfg["dtype"] = DTYPES[options.dtype]
     cfg.pop("torch_dtype", None)  # transformers 5 names it dtype; both would disagree after a cast
     cfg.pop("quantization_config", None)
-    inline = inline_quant_config(options)
+    inline = inline_quant_config(options, ckpt.arch)
     if inline:
         cfg["quantization_config"] = inline
-        (out_dir / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(options), indent=4) + "\n")
+        (out_dir / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(options, ckpt.arch), indent=4) + "\n")
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     for name in TOKENIZER_FILES:
         if (ckpt.dir / name).is_file():
@@ -980,10 +974,10 @@ def check_schema(out_dir: Path) -> list[str]:
         problems.append("config.json quantization_config does not match hf_quant_config.json (quant_method/quant_algo)")
     elif sorted(inline.get("ignore", [])) != sorted(excl) or inline.get("group_size") != q.get("group_size"):
         problems.append("config.json quantization_config ignore/group_size differ from hf_quant_config.json")
-    arch = (cfg.get("architectures") or [None])[0]
-    layout = LAYER_LAYOUTS.get(arch)
-    if layout is None:
-        return problems + [f"architecture {arch!r} has no quantized layout"]
+    from llmbuild.archs import for_config
+
+    arch = for_config(cfg, str(out_dir / "config.json"))
+    layout = _layout(arch)
     fused = {n for g in layout if g.norm for n in g.linears}
     g = q.get("group_size")
     quantized = set()
@@ -1032,7 +1026,7 @@ def check_schema(out_dir: Path) -> list[str]:
             continue
         if t["dtype"] != dt:
             problems.append(f"{name}: {t['dtype']}, want {dt} (not a quantized linear{', excluded' if _excluded(mod, excl) else ''})")
-    for mod in EXCLUDE_MODULES:
+    for mod in arch.unquantized_modules:
         if any(n.startswith(mod + ".") and not n.endswith((".weight", ".bias")) for n in tensors):
             problems.append(f"{mod}: excluded module has scale tensors")
     return problems
@@ -1127,7 +1121,7 @@ def _load_model(d: Path, record: dict):
     q = json.loads((d / "hf_quant_config.json").read_text())["quantization"]
     tensors = _read_all(d)
     linears = sorted({n[: -len(".weight_scale")] for n in tensors if n.endswith(".weight_scale")})
-    quantized = {f"{mod}.weight" for mod in linears}  # their biases (Qwen2's q/k/v) load as they are
+    quantized = {f"{mod}.weight" for mod in linears}  # their biases (q/k/v where a family has them) load as they are
     state = {n: t.float() for n, t in tensors.items()
              if not n.endswith((".weight_scale", ".input_scale", ".pre_quant_scale")) and n not in quantized}
     state.update({f"{mod}.weight": _decode(q, tensors, mod) for mod in linears})
@@ -1201,3 +1195,62 @@ def _fp8_per_token(x):
 
     s = (x.abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
     return (x / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).to(x.dtype) * s
+
+
+class Trtllm(Backend):
+    name = NAME
+    Options = Options
+    precisions = (*DTYPES, *(q for q in QUANTS if q != "none"))
+    tools = TOOLS
+    runtime = Runtime(RUNTIME_DIST, "transformers", "pip install transformers torch")
+    path_options = ("calibration_text",)
+    no_speed = SPEED_SKIPPED
+
+    def check_options(self, options, key):
+        check_options(options, key)
+
+    def check_model(self, options, arch, model_dir, key):
+        check_model(options, arch, key)
+
+    def precision(self, options):
+        return precision(options)
+
+    def default_gates(self, options):
+        return default_gates(options)
+
+    def key_extra(self, options):
+        return key_extra(options)
+
+    def runtime_available(self):
+        return runtime_available()
+
+    def export(self, ckpt, options, out_dir, meta, progress):
+        return export(ckpt, options, out_dir, meta, progress)
+
+    def run_logits(self, artifact_dir, record, token_ids, split=None):
+        return run_logits(artifact_dir, record, token_ids, split)
+
+    def generate(self, *args, **kwargs):
+        return generate(*args, **kwargs)
+
+    def usage(self, target, record, files):
+        serve = record.get("serve") or {}
+        return [f"`{target}` with TensorRT-LLM or vLLM (run in `artifacts/{target}/`; see its SERVE.md):", "",
+                "```bash", *(serve[k] for k in ("trtllm-serve", "vllm") if serve.get(k)), "```", "",
+                *([f"vLLM: {serve['vllm_unsupported']}", ""] if serve.get("vllm_unsupported") else [])]
+
+    def notes(self, record):
+        notes = super().notes(record)
+        loader = record.get("loader")
+        if isinstance(loader, dict) and loader.get("third_party") is False:
+            notes.append(f"verified with {loader.get('name')}, not a third-party loader (none runs on CPU)")
+        elif isinstance(loader, dict) and loader.get("not_run"):
+            notes.append(f"verified with {loader.get('name')}; not run here: {loader['not_run']}")
+        return notes
+
+    def serving(self, target, record):
+        serve = record.get("serve") or {}
+        return {k: [v] for k, v in serve.items() if k in ("trtllm-serve", "vllm") and v}
+
+
+BACKEND = Trtllm()

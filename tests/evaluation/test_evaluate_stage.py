@@ -62,7 +62,7 @@ def test_gguf_f32_reproduces_the_source(setup):
     from llmbuild.targets import gguf
 
     out = setup.root / "gguf-f32"
-    rec = run(setup, gguf, "gguf", out, export(gguf, setup.model, out, quant="f32"))
+    rec = run(setup, gguf.BACKEND, "gguf", out, export(gguf, setup.model, out, quant="f32"))
     p = rec["parity"]
     assert p["top1"] == 1.0 and p["kld_mean"] < 1e-8 and p["ppl_ratio"] == pytest.approx(1, abs=1e-4)
     assert rec["perplexity"]["ratio"] == pytest.approx(1, abs=1e-4)
@@ -82,7 +82,7 @@ def test_onnx_fp32_and_int4(setup):
 
     out = setup.root / "onnx32"
     rec32 = export(onnx, setup.model, out)
-    ev = run(setup, onnx, "onnx", out, rec32)
+    ev = run(setup, onnx.BACKEND, "onnx", out, rec32)
     assert ev["parity"]["kld_mean"] < 1e-8 and ev["golden"]["exact_match"] == ev["golden"]["exact_match_source"]
     prompt = json.loads((setup.ref_out / "evalref.json").read_text())["golden"]["prompts"][0]
     assert onnx_runtime.generate(out, rec32, prompt, 8, None) == TorchModel(setup.model).generate(prompt, 8, None)
@@ -90,17 +90,19 @@ def test_onnx_fp32_and_int4(setup):
     q4 = setup.root / "onnx-int4"
     shutil.copytree(out, q4)
     rec4 = onnx_quant.apply(q4, SimpleNamespace(quant="int4", dtype="fp32", block_size=32, accuracy_level=4), rec32)
-    ev4 = run(setup, onnx, "onnx", q4, rec4)
+    ev4 = run(setup, onnx.BACKEND, "onnx", q4, rec4)
     gates = onnx_quant.DEFAULT_GATES["int4"]
     assert all(r["passed"] for r in evaluate.apply_gates(ev4, gates)), evaluate.apply_gates(ev4, gates)
     assert ev4["parity"]["kld_mean"] > 0 and ev4["speed"]["gen_tokens_per_s"] > 0
 
 
 def test_backend_without_generation_skips_golden_and_speed(setup):
-    from llmbuild.targets import onnx
+    from llmbuild.targets import onnx, tensorrt
 
     out = setup.root / "onnx32"
-    fake = SimpleNamespace(run_logits=onnx.run_logits, RUNTIME_DIST="transformers")  # scores, cannot generate
+    # scores like onnx, cannot generate, as the tensorrt backend declares
+    fake = SimpleNamespace(run_logits=onnx.run_logits, runtime=tensorrt.BACKEND.runtime,
+                           no_generation=tensorrt.BACKEND.no_generation, no_speed=None)
     rec = run(setup, fake, "tensorrt", out, {"execution_provider": "cpu"})
     assert rec["parity"]["top1"] == 1.0 and rec["tasks"]["mmlu"]["n"] == 4
     for part in ("golden", "speed"):
@@ -114,7 +116,7 @@ def test_trtllm_answers_golden_through_its_loader_and_skips_speed(setup):
 
     out = setup.root / "trtllm-fp8pc"
     rec = export(trtllm, setup.model, out, quant="fp8", fp8_weight_scales="per_channel", fp8_activation_scales="dynamic")
-    ev = run(setup, trtllm, "trtllm", out, rec)
+    ev = run(setup, trtllm.BACKEND, "trtllm", out, rec)
     assert ev["golden"]["n"] == 3 and len(ev["golden"]["examples"]) == 3
     assert ev["speed"]["status"] == "skipped" and "CUDA kernels" in ev["speed"]["reason"]
     prompt = json.loads((setup.ref_out / "evalref.json").read_text())["golden"]["prompts"][0]

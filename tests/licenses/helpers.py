@@ -14,7 +14,8 @@ def policy(name: str):
 
 
 def build(model_name: str | None = "Llama-test", **kw) -> BuildFacts:
-    targets = {"gguf8": {"backend": "gguf", "precision": "q8_0"}, "onnx32": {"backend": "onnx", "precision": "fp32"}}
+    targets = {"gguf8": {"backend": "gguf", "precision": "q8_0", "quantized": True},
+               "onnx32": {"backend": "onnx", "precision": "fp32", "quantized": False}}
     defaults = {"base_model": "org/model", "source": "local", "finetune": "none", "targets": targets}
     return BuildFacts(model_name=model_name, **{**defaults, **kw})
 

@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmbuild import archs
 from llmbuild.checkpoint import open_checkpoint
 from llmbuild.errors import InvalidInput
 from llmbuild.stages.verify import compare
 from llmbuild.targets import gguf as G
 from llmbuild.targets.common import ArtifactMeta
 from llmbuild.targets.gguf_vocab import LLAMA3_REGEX, QWEN2_REGEX
-from tests.conftest import CORPUS, make_tiny
+from tests.conftest import CORPUS, TINY, make_tiny
 
-ARCHS = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
+ARCHS = archs.names()
 QUANTS = ["f32", "f16", "q8_0", "q4_0"]
 META = ArtifactMeta(
     name="acme/Tiny Model", license_id="other", license_name="acme-license",
@@ -92,7 +93,9 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     assert [p.name for p in out.iterdir()] == [f"acme-Tiny-Model-{quant}.gguf"] == [rec["file"]]
     kv, types = fields(out / rec["file"])
     cfg = json.loads((tiny_models[arch] / "config.json").read_text())
-    a = "qwen2" if arch == "Qwen2ForCausalLM" else "llama"
+    family = archs.arch_class(arch)
+    a = family.gguf_arch
+    head_dim = TINY[arch].get("head_dim", 16)
     expected = {
         "general.architecture": a, "general.name": "acme/Tiny Model", "general.license": "other",
         "general.license.name": "acme-license", "general.license.link": "https://example.com/LICENSE",
@@ -103,7 +106,10 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
         "general.file_type": int(gguf.LlamaFileType["ALL_F32" if quant == "f32" else f"MOSTLY_{quant.upper()}"]),
         f"{a}.context_length": 256, f"{a}.embedding_length": 64, f"{a}.block_count": 2,
         f"{a}.feed_forward_length": 128, f"{a}.attention.head_count": 4, f"{a}.attention.head_count_kv": 2,
-        f"{a}.rope.freq_base": 10000.0, f"{a}.vocab_size": 512, f"{a}.rope.dimension_count": 16,
+        f"{a}.rope.freq_base": 10000.0, f"{a}.vocab_size": 512, f"{a}.rope.dimension_count": head_dim,
+        # llama.cpp's key/value lengths, written where config.json states head_dim (the converter's rule)
+        f"{a}.attention.key_length": head_dim if cfg.get("head_dim") else None,
+        f"{a}.attention.value_length": head_dim if cfg.get("head_dim") else None,
         "tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
         "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0,
         "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False,
@@ -116,10 +122,12 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     # every checkpoint tensor is in the file, under llama.cpp's name, with llama.cpp's type choice
     assert len(types) == len(open_checkpoint(tiny_models[arch]).tensor_names) == rec["tensors"]
     assert "blk.1.ffn_down.weight" in types and "output_norm.weight" in types
-    assert ("blk.0.attn_q.bias" in types) == (arch == "Qwen2ForCausalLM")
-    assert ("output.weight" in types) == (arch != "Qwen2ForCausalLM")  # Qwen2's tiny model ties them
+    assert ("blk.0.attn_q.bias" in types) == family.qkv_bias
+    assert ("blk.0.attn_q_norm.weight" in types) == ("blk.1.attn_k_norm.weight" in types) == family.qk_norm
+    tied = bool(TINY[arch].get("tie_word_embeddings"))
+    assert ("output.weight" in types) == (not tied)  # the tiny models that tie have no output matrix
     base = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[quant]
-    out_matrix = "token_embd.weight" if arch == "Qwen2ForCausalLM" else "output.weight"
+    out_matrix = "token_embd.weight" if tied else "output.weight"
     for name, t in types.items():
         if name.endswith(("_norm.weight", ".bias")):
             assert t == "F32", name
@@ -318,13 +326,17 @@ def test_quant_table_matches_gguf():
     ("Q8_0", ["targets.g.quant", "unknown"]),
 ])
 def test_check_rejects_quants(quant, words):
-    cfg = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 64}
     with pytest.raises(InvalidInput) as e:
-        G.check(G.Options(quant=quant), cfg, "targets.g")
+        G.check(G.Options(quant=quant), CFG, "targets.g")
     assert all(w in str(e.value) for w in words) and "\n" not in str(e.value)
 
 
-CFG = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 64}
+def cfg(arch: str = "LlamaForCausalLM", **changes) -> dict:
+    return {"architectures": [arch], "vocab_size": 512, "rms_norm_eps": 1e-6, **TINY.get(arch, TINY["LlamaForCausalLM"]),
+            "max_position_embeddings": 64, **changes}
+
+
+CFG = cfg()
 
 
 def test_k_quant_without_llama_cpp_tells_how_to_install(monkeypatch):
@@ -357,13 +369,14 @@ def test_check_rejects_quantizer_mismatches(tmp_path):
 
 
 def test_check_rejects_architecture_and_rope():
-    with pytest.raises(InvalidInput, match=r"targets\.g: architecture 'GPT2LMHeadModel'.*LlamaForCausalLM"):
-        G.check(G.Options(), {"architectures": ["GPT2LMHeadModel"], "max_position_embeddings": 64}, "targets.g")
-    yarn = {"architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 64,
-            "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}}
-    with pytest.raises(InvalidInput, match=r"targets\.g: config.json rope scaling 'yarn'"):
+    with pytest.raises(InvalidInput, match=r"architecture 'GPT2LMHeadModel'.*LlamaForCausalLM"):
+        G.check(G.Options(), cfg("GPT2LMHeadModel"), "targets.g")
+    yarn = cfg("Qwen2ForCausalLM", rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})
+    with pytest.raises(InvalidInput, match=r"config.json: rope_scaling type 'yarn'"):
         G.check(G.Options(), yarn, "targets.g")
-    G.check(G.Options(quant="q5_1"), {"architectures": ["MistralForCausalLM"], "max_position_embeddings": 64}, "t")
+    with pytest.raises(InvalidInput, match=r"targets\.g: config.json hidden_act 'gelu', but llama.cpp's llama"):
+        G.check(G.Options(), cfg(hidden_act="gelu"), "targets.g")
+    G.check(G.Options(quant="q5_1"), cfg("MistralForCausalLM"), "t")
 
 
 @pytest.mark.parametrize("case", ["wordpiece", "unknown-regex", "none"])

@@ -49,7 +49,10 @@ def test_prepared_graph_matches_transformers(tiny_models, tmp_path, arch, prec):
 
 
 def _cfg(**kw) -> dict:
-    return {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 256, **kw}
+    from tests.conftest import TINY
+
+    return {"architectures": ["LlamaForCausalLM"], "vocab_size": 512, "rms_norm_eps": 1e-6,
+            **TINY["LlamaForCausalLM"], "max_position_embeddings": 256, **kw}
 
 
 @pytest.mark.parametrize("opts, key", [

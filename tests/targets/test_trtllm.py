@@ -145,13 +145,15 @@ def test_own_reader_agrees_with_modelopt(built, trained, case, monkeypatch):
     assert T.loader_for(built(case)[2])["third_party"] is False
 
 
-def test_quant_configs_follow_modelopt(built):
+def test_quant_configs_follow_modelopt(built, trained):
     out, rec, _ = built("awq")
+    excluded = ["lm_head", "model.embed_tokens"]  # ModelOpt's default configs never quantize these
+    assert list(open_checkpoint(trained[0]).arch.unquantized_modules) == excluded
     legacy = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
-    assert legacy == {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "exclude_modules": T.EXCLUDE_MODULES,
+    assert legacy == {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "exclude_modules": excluded,
                       "group_size": 64, "has_zero_point": False, "pre_quant_scale": True}
     inline = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert inline["quant_method"] == "modelopt" and inline["ignore"] == T.EXCLUDE_MODULES
+    assert inline["quant_method"] == "modelopt" and inline["ignore"] == excluded
     assert rec["serve"]["vllm"] is None and "W4A16_AWQ" in rec["serve"]["vllm_unsupported"]
     fp8 = json.loads((built("fp8")[0] / "config.json").read_text())["quantization_config"]
     assert fp8["quant_algo"] == "FP8" and fp8["config_groups"]["group_0"]["input_activations"]["num_bits"] == 8
@@ -235,7 +237,8 @@ def _cfg(**kw) -> dict:
 
 
 @pytest.mark.parametrize("opts, cfg, key", [
-    ({"quant": "fp8", "calibration_text": str(CORPUS)}, _cfg(architectures=["GPT2LMHeadModel"]), "targets.t:"),
+    ({"quant": "fp8", "calibration_text": str(CORPUS)}, _cfg(architectures=["GPT2LMHeadModel"]),
+     "config.json architectures:"),
     ({"quant": "int4_awq", "awq_group_size": 64, "calibration_text": str(CORPUS)}, _cfg(intermediate_size=160),
      "targets.t.awq_group_size:"),
     ({"quant": "fp8", "calibration_text": str(CORPUS)}, _cfg(intermediate_size=120), "targets.t.quant:"),
