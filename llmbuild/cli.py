@@ -61,6 +61,13 @@ def split_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     return recipe, flags, overrides
 
 
+def _combinations(overrides: list[str]) -> list[list[str]]:
+    """Every combination a sweep (-m) would run, as plain override lists (llmbuild/report/sweep.py)."""
+    from llmbuild.report.sweep import combinations
+
+    return combinations(overrides)
+
+
 def _error_line(e: Exception) -> str:
     parts = []
     while e is not None and len(parts) < 3:
@@ -281,11 +288,10 @@ def _main(argv: list[str]) -> int:
                            "without -m")
     if multirun:
         from llmbuild import multirun as mr
-        from llmbuild.report.sweep import combinations
 
         mr.check_plugins(recipe_file, overrides)
         try:
-            combos = combinations(overrides)
+            combos = _combinations(overrides)
         except Exception as e:  # Hydra's override grammar: a sweep that does not parse
             raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
         first = compose(recipe_file, combos[0], extra_dirs, hydra_config=True)
