@@ -200,6 +200,7 @@ def test_optuna_search_finds_the_smallest_passing_type(ws):
 
 # -- bad input: one line, exit 2, no build and no sweep started -----------------------------------------
 @pytest.mark.parametrize("args,needles", [
+    (["targets.gguf8.quant=f16,q9_9"], ["targets.gguf8.quant", "q9_9"]),  # the example
     (["model.seed=1,abc"], ["model.seed", "abc"]),
     (["+targets.gguf8.colour=red,blue"], ["targets.gguf8", "colour"]),
     (["targets.gguf8.quant=f16,f32", "eval.max_tokens=24,1"], ["eval.max_tokens", "at least 2"]),  # the plan's check
