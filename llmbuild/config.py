@@ -72,6 +72,41 @@ class McTask:
 
 
 @dataclass
+class HarnessConfig:
+    """lm-evaluation-harness tasks, scored through every artifact's runtime and the source in torch."""
+
+    # registry names (arc_easy, hellaswag, mmlu ...) or tasks/groups defined in include_path's YAML
+    tasks: List[str] = field(default_factory=list)
+    include_path: Optional[str] = None  # a folder of task YAML files (yours), searched before the registry
+    limit: int = 0  # documents per task (0 = all): full sets cost minutes per artifact, a sample seconds
+    num_fewshot: Optional[int] = None  # None: each task's own default (0 when it sets none); more shots, longer prompts
+    # wrap prompts in the tokenizer's chat template as the harness does (true, or a template's name):
+    # what an instruction-tuned model expects; false scores the raw prompt, as the harness's default
+    apply_chat_template: Any = False
+    fewshot_as_multiturn: bool = True  # with a chat template: each shot its own turn (harness default)
+    system_instruction: Optional[str] = None  # a system prompt before every document; None adds none
+    batch_size: int = 8  # sequences per runtime call (torch and onnxruntime batch them): faster, more memory
+    max_length: int = 0  # tokens of context per request; 0 = the model's, at most 2048 (bounds logits memory)
+    bootstrap_iters: int = 1000  # resamples for the stderr of non-mean metrics: more is steadier and slower
+    # largest allowed drop of an artifact's score below the source's, per metric name (acc, exact_match,
+    # word_perplexity ...; a rise for lower-is-better metrics); unset metrics are reported, not gated
+    max_drop: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ContaminationConfig:
+    """Word n-gram overlap between the fine-tuning datasets and every evaluation set."""
+
+    enabled: bool = True  # runs when there are fine-tuning datasets and evaluation sets; costs seconds
+    n: int = 13  # words per n-gram: 13 as lm-evaluation-harness and GPT-3; smaller finds more, with more chance hits
+    # documents shorter than n words are checked whole (contaminated when every word appears in that
+    # order in a training document) down to this length; shorter ones are too generic to judge (GPT-3's minimum 8)
+    min_words: int = 8
+    examples: int = 3  # contaminated documents quoted per evaluation set in the card and eval.json
+    max_overlap: Optional[float] = None  # gate: largest allowed share of contaminated documents per set (exit 4)
+
+
+@dataclass
 class EvalConfig:
     # probe prompts for the parity check of every artifact against the source model
     probes: List[str] = field(
@@ -100,6 +135,8 @@ class EvalConfig:
     speed_new_tokens: int = 32  # greedy tokens generated per timed run
     speed_repeats: int = 3  # timed runs per runtime; the median is reported (shared machines are noisy)
     threads: int = 2  # CPU threads every runtime gets for generation and timing: the same for all
+    harness: HarnessConfig = field(default_factory=HarnessConfig)  # lm-evaluation-harness tasks per artifact
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)  # train/eval n-gram overlap
 
 
 @dataclass
@@ -181,6 +218,7 @@ def _resolve_paths(obj) -> None:
     e.text, e.heldout_text, e.golden = resolve_path(e.text), resolve_path(e.heldout_text), resolve_path(e.golden)
     for t in e.tasks:
         t.path = resolve_path(t.path)
+    e.harness.include_path = resolve_path(e.harness.include_path)
 
 
 def register_schema() -> None:

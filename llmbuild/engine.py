@@ -36,9 +36,10 @@ from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
-# (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets)
+# (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets;
+# evalref 2: evalref.json holds the settings the artifact side reads, so their keys follow them)
 STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 2,
-                  "evalref": 1, "evaluate": 2}
+                  "evalref": 2, "evaluate": 2, "contamination": 1}
 
 
 def tool_versions(dists) -> dict[str, str]:
@@ -81,6 +82,7 @@ class Build:
         self.finetune_out: Path | None = None
         self.warnings: list[str] = []
         self.eval_source: dict | None = None  # the source model's evaluation figures (evalref stage)
+        self.contamination_record: dict | None = None  # fine-tuning data vs evaluation sets (contamination stage)
         self.context: int | None = None  # every artifact is verified within it (plan.check_model)
 
     def result(self, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> BuildResult:
@@ -94,7 +96,7 @@ class Build:
         settings = {k: plain(getattr(e, k)) for k in ("text", "heldout_text", "window", "max_windows", "tasks",
                                                       "golden", "golden_prompt", "golden_max_new_tokens", "speed",
                                                       "speed_prompt_tokens", "speed_new_tokens", "speed_repeats",
-                                                      "threads")}
+                                                      "threads", "harness", "contamination")}
         return BuildResult(
             dir=self.dir, recipe=bc.recipe, recipe_file=bc.recipe_file, config=bc.raw, model_name=self.model_name,
             source=bc.model.source.value, repo_id=bc.model.repo_id if bc.model.source.value == "hub" else None,
@@ -102,7 +104,8 @@ class Build:
             seconds=seconds, tools=tools, host=host, model=model(self.model), base_model=model(self.base_model),
             finetune=self.finetune_record, finetune_dir=self.finetune_out, license_decision=self.license_decision,
             license_files=self.license_files if self.license_decision is not None else {}, stages=self.stages,
-            artifacts=list(self.artifacts.values()), warnings=self.warnings, eval_source=self.eval_source)
+            artifacts=list(self.artifacts.values()), warnings=self.warnings, eval_source=self.eval_source,
+            contamination=self.contamination_record)
 
     # -- the stage runner -------------------------------------------------------------------------
     @staticmethod
@@ -184,7 +187,7 @@ class Build:
                 return []
         ref = self.reference()
         eref = self.eval_reference()
-        failed = []
+        failed = self.contamination()
         for t in bc.targets:
             failed += self.target(t, ref, eref)
         return failed
@@ -314,6 +317,21 @@ class Build:
             self.eval_source = entry.record
         return entry
 
+    def contamination(self) -> list[dict]:
+        """N-gram overlap of the fine-tuning data with every evaluation set; returns its failed gates."""
+        from llmbuild.evaluation import contamination as ct
+
+        e, ft = self.bc.eval, self.bc.finetune
+        if not ct.enabled(e, ft):
+            return []
+        entry = self.stage("contamination", "contamination", ct.key_parts(e, ft, self.cache.stat_cache.digest),
+                           lambda out: ct.run(e, ft, out), tools=ct.TOOLS)
+        if entry is None:
+            return []
+        self.contamination_record, line, failed = ct.report(entry.record, e.contamination.max_overlap)
+        self.ui.say(f"[contamination] {line}", style="red" if failed else None)
+        return failed
+
     def artifact_meta(self):
         from llmbuild import licenses
         from llmbuild.targets.common import ArtifactMeta
@@ -412,7 +430,7 @@ class Build:
                         tools=(b.runtime.dist, *evaluate.TOOLS))
         if ev is None:
             return []
-        results = evaluate.apply_gates(ev.record, gates)
+        results = evaluate.apply_gates(ev.record, gates, e)
         status = "passed" if all(r["passed"] for r in results) else "failed"
         art.evaluation = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
                           "gates": results, "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist]}
@@ -538,9 +556,11 @@ def run_build(bc: BuildConfig, outcome: dict | None = None) -> int:
                 ui.close()
     if failed:
         worst = failed[0]
-        raise GateFailed(f"targets.{worst['target']}.gates.{worst['gate']}: {worst['figure']} = "
-                         f"{worst['value']:.4g}, limit {worst['limit']} ({len(failed)} gate(s) failed; "
-                         f"see {build_dir / 'README.md'})")
+        # eval.* gates name their own key; a target's gates live under targets.NAME.gates
+        key = worst.get("key") or f"targets.{worst['target']}.gates.{worst['gate']}"
+        where = f" ({worst['target']})" if worst.get("key") and worst.get("target") else ""
+        raise GateFailed(f"{key}: {worst['figure']}{where} = {worst['value']:.4g}, limit {worst['limit']} "
+                         f"({len(failed)} gate(s) failed; see {build_dir / 'README.md'})")
     _point_latest(outputs / bc.recipe, build_dir)
     reused = sum(1 for s in b.stages if s["status"] in ("reused", "checked"))
     ui.say(f"built {bc.recipe} in {time.time() - started:.1f} s ({reused}/{len(b.stages)} stages reused or "
@@ -556,7 +576,7 @@ def _all_tools(bc: BuildConfig) -> list[str]:
 
     tools = ["hydra-core", "omegaconf", "huggingface-hub", "safetensors", *acquire.INIT_TOOLS, *reference.TOOLS]
     if evaluate.enabled(bc.eval):
-        tools += list(evaluate.TOOLS)
+        tools += list(evaluate.TOOLS) + (["lm-eval"] if bc.eval.harness.tasks else [])
     if bc.finetune.method != "none":
         from llmbuild.finetune import stage as ft
 

@@ -26,6 +26,9 @@ ARCH_ROWS = [
     ("MistralForCausalLM", "llama", True, False, False),
     ("Qwen2ForCausalLM", "qwen2", False, True, False),
     ("Qwen3ForCausalLM", "qwen3", False, False, True),
+    ("Gemma2ForCausalLM", "gemma2", False, False, False),
+    ("Gemma3ForCausalLM", "gemma3", False, False, True),
+    ("Phi3ForCausalLM", "phi3", False, False, False),
 ]
 
 

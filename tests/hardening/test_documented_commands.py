@@ -21,7 +21,10 @@ import pytest
 from tests.helpers import REPO
 
 # placeholders a user fills in: these lines show a shape, not a command to run as it is
-PLACEHOLDERS = ("my-recipe", "my.jsonl", "=DIR", "~/recipes/")
+PLACEHOLDERS = ("my-recipe", "my.jsonl", "=DIR", "~/recipes/", "PATH_OR_HUB_ID", "=PATH", "=SHA")
+# a running server's side of the monitoring walk-through (README "Monitoring in production"): started and
+# scraped for real by tests/monitor/test_e2e.py, so here only their shape is held to what that test runs
+SERVER_LINES = {("python", "-m", "llama_cpp.server"), ("curl", "-s")}
 # commands the recipes describe in prose rather than as a `llmbuild ...` line
 PROSE = {"recipes/license-llama.yaml": [("recipe=license-llama build.model_name=my-model", 3)]}
 # launchers that need a cluster this machine does not have: their commands compose and plan here; the
@@ -32,7 +35,7 @@ NEEDS_CLUSTER = ("hydra/launcher=ray_cluster", "hydra/launcher=submitit_slurm", 
 @dataclass
 class Command:
     where: str
-    program: str  # llmbuild | llmbuild-license | make
+    program: str  # llmbuild | llmbuild-license | llmbuild-monitor | make
     args: list[str]
     exit_code: int
     env: dict | None = None  # NAME=value words before the program
@@ -64,13 +67,16 @@ def readme_commands() -> list[Command]:
         if not block or not line.strip():
             continue
         text, _, comment = line.partition(" #")
+        text = re.split(r"\s(?:\|\||\||&&|&)(?:\s|$)", text)[0]  # the command itself, not what the shell does next
         words = shlex.split(text)
         env = {}
         while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # LLMBUILD_CACHE=... llmbuild ...
             k, _, v = words.pop(0).partition("=")
             env[k] = v
         program = Path(words[0]).name
-        assert program in ("llmbuild", "llmbuild-license", "make"), f"README.md:{n}: {line}"
+        if any(tuple([program, *words[1:]])[:len(pre)] == pre for pre in SERVER_LINES):
+            continue
+        assert program in ("llmbuild", "llmbuild-license", "llmbuild-monitor", "make"), f"README.md:{n}: {line}"
         out.append(Command(f"README.md:{n}", program, words[1:], _exit_code(comment), env or None))
     return out
 
@@ -94,7 +100,8 @@ def recipe_commands() -> list[Command]:
 
 
 COMMANDS = readme_commands() + recipe_commands()
-RUNNABLE = [c for c in COMMANDS if not c.placeholder and c.program != "make"]
+RUNNABLE = [c for c in COMMANDS if not c.placeholder and c.program not in ("make", "llmbuild-monitor")]
+MONITOR = [c for c in COMMANDS if c.program == "llmbuild-monitor"]
 
 
 def test_the_documents_show_commands():
@@ -120,6 +127,21 @@ def test_documented_command_composes_and_plans(cmd):
         cfg = cli.compose(recipe_file, combo)
         if "--cfg" not in flags:
             make_plan(typed_config(cfg))
+
+
+@pytest.mark.parametrize("cmd", MONITOR, ids=lambda c: c.id)
+def test_documented_monitor_command_composes(cmd):
+    """The monitor's lines compose and type (their runs need logs and a server: tests/monitor runs those)."""
+    from llmbuild.monitor import cli
+
+    command, flags, overrides = cli.split(cmd.args)
+    from llmbuild.cli import _combinations
+
+    combos = _combinations(overrides) if "-m" in flags else [overrides]
+    for combo in combos:
+        _, typed = cli.compose(command, combo)
+        if not cmd.placeholder:
+            cli.check(command, typed)
 
 
 def run(cmd: Command, cwd: Path, timeout: int = 3600) -> subprocess.CompletedProcess:
