@@ -50,7 +50,7 @@ ME = Path(__file__).resolve()
 GNU_TIME = "/usr/bin/time"
 LLAMA_CPP = WORK / "llama.cpp"
 
-# The anchors' environments: pinned as in /work/shared/reference/anchors-measured.md. torch is pinned
+# The anchors' environments: pinned as in docs/anchors.md. torch is pinned
 # because an open range pulls the multi-GB CUDA build.
 VENVS = {
     "optimum": ["torch==2.13.0", "optimum-onnx==0.1.0", "transformers==4.57.6", "onnxruntime==1.32.0"],

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/make_models.py [tiny mid] [--out bench/.work/models]
 
-The two models of /work/shared/reference/anchors-measured.md: random weights from seed 0
+The two models of docs/anchors.md: random weights from seed 0
 (llmbuild.synth.create_model), float32 safetensors, and a SentencePiece tokenizer trained on
 data/tokenizer_corpus.txt. The tokenizer has 2,000 pieces while config.json says vocab_size 32000, as in
 the anchors: the embedding and output matrices have 32000 rows (they are most of a small model's bytes),

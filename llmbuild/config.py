@@ -9,6 +9,7 @@ option value fails before any work. Nothing past `typed_config` reads raw OmegaC
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -71,6 +72,41 @@ class McTask:
 
 
 @dataclass
+class HarnessConfig:
+    """lm-evaluation-harness tasks, scored through every artifact's runtime and the source in torch."""
+
+    # registry names (arc_easy, hellaswag, mmlu ...) or tasks/groups defined in include_path's YAML
+    tasks: List[str] = field(default_factory=list)
+    include_path: Optional[str] = None  # a folder of task YAML files (yours), searched before the registry
+    limit: int = 0  # documents per task (0 = all): full sets cost minutes per artifact, a sample seconds
+    num_fewshot: Optional[int] = None  # None: each task's own default (0 when it sets none); more shots, longer prompts
+    # wrap prompts in the tokenizer's chat template as the harness does (true, or a template's name):
+    # what an instruction-tuned model expects; false scores the raw prompt, as the harness's default
+    apply_chat_template: Any = False
+    fewshot_as_multiturn: bool = True  # with a chat template: each shot its own turn (harness default)
+    system_instruction: Optional[str] = None  # a system prompt before every document; None adds none
+    batch_size: int = 8  # sequences per runtime call (torch and onnxruntime batch them): faster, more memory
+    max_length: int = 0  # tokens of context per request; 0 = the model's, at most 2048 (bounds logits memory)
+    bootstrap_iters: int = 1000  # resamples for the stderr of non-mean metrics: more is steadier and slower
+    # largest allowed drop of an artifact's score below the source's, per metric name (acc, exact_match,
+    # word_perplexity ...; a rise for lower-is-better metrics); unset metrics are reported, not gated
+    max_drop: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ContaminationConfig:
+    """Word n-gram overlap between the fine-tuning datasets and every evaluation set."""
+
+    enabled: bool = True  # runs when there are fine-tuning datasets and evaluation sets; costs seconds
+    n: int = 13  # words per n-gram: 13 as lm-evaluation-harness and GPT-3; smaller finds more, with more chance hits
+    # documents shorter than n words are checked whole (contaminated when every word appears in that
+    # order in a training document) down to this length; shorter ones are too generic to judge (GPT-3's minimum 8)
+    min_words: int = 8
+    examples: int = 3  # contaminated documents quoted per evaluation set in the card and eval.json
+    max_overlap: Optional[float] = None  # gate: largest allowed share of contaminated documents per set (exit 4)
+
+
+@dataclass
 class EvalConfig:
     # probe prompts for the parity check of every artifact against the source model
     probes: List[str] = field(
@@ -99,6 +135,8 @@ class EvalConfig:
     speed_new_tokens: int = 32  # greedy tokens generated per timed run
     speed_repeats: int = 3  # timed runs per runtime; the median is reported (shared machines are noisy)
     threads: int = 2  # CPU threads every runtime gets for generation and timing: the same for all
+    harness: HarnessConfig = field(default_factory=HarnessConfig)  # lm-evaluation-harness tasks per artifact
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)  # train/eval n-gram overlap
 
 
 @dataclass
@@ -107,6 +145,10 @@ class BuildSettings:
     outputs_dir: str = "outputs"  # builds go to <outputs_dir>/<recipe>/<build-id>/
     cache_dir: Optional[str] = None  # stage cache (default: $LLMBUILD_CACHE or <outputs_dir>/.cache)
     dry_run: bool = False  # print the plan and which stages are cached, build nothing
+    # what a search sweeper (hydra/sweeper=optuna) optimises: FIGURE or TARGET.FIGURE from the sweep summary
+    # (size_mb, bits_per_weight, kld, top1, ppl_ratio, golden_em, gen_tok_s, prompt_tok_s); a build whose
+    # gate failed scores the worst value, so gates are the search's constraints. Unused by plain builds.
+    objective: Optional[str] = None
 
 
 @dataclass
@@ -176,6 +218,7 @@ def _resolve_paths(obj) -> None:
     e.text, e.heldout_text, e.golden = resolve_path(e.text), resolve_path(e.heldout_text), resolve_path(e.golden)
     for t in e.tasks:
         t.path = resolve_path(t.path)
+    e.harness.include_path = resolve_path(e.harness.include_path)
 
 
 def register_schema() -> None:
@@ -188,6 +231,30 @@ def _one_line(e: Exception) -> str:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     key = getattr(e, "full_key", None)
     return f"{key}: {msg}" if key and key not in msg else msg
+
+
+# the range each gate's figure can take: a limit outside it could never pass (or never fail)
+GATE_RANGES = {
+    "min_top1": (0.0, 1.0),  # a share of positions
+    "min_acc": (0.0, 1.0),  # a multiple-choice accuracy
+    "min_golden_em": (0.0, 1.0),  # a share of golden answers
+    "max_kld": (0.0, math.inf),  # KL divergence is never negative
+    "max_abs_diff": (0.0, math.inf),  # an absolute difference
+    "max_ppl_ratio": (1.0, math.inf),  # below 1 would ask the artifact to beat its own source
+}
+
+
+def check_gates(gates, key: str) -> None:
+    """Every gate that is set lies in its figure's range (a plan-time check: exit 2 naming the gate)."""
+    if gates is None:
+        return
+    for name, (lo, hi) in GATE_RANGES.items():
+        v = getattr(gates, name, None)
+        if v is None:
+            continue
+        if math.isnan(v) or not lo <= v <= hi:  # inf passes for a max_* gate: no limit
+            span = f"{lo:g} to {hi:g}" if hi != math.inf else f"{lo:g} or more"
+            raise InvalidInput(f"{key}.{name}: {v:g} is outside the gate's range ({span})")
 
 
 def typed_config(cfg: DictConfig) -> BuildConfig:
@@ -223,6 +290,7 @@ def typed_config(cfg: DictConfig) -> BuildConfig:
             known = ", ".join(f for f in backend.Options.__dataclass_fields__)
             raise InvalidInput(f"{where}: {str(e).splitlines()[0]} (options of backend "
                                f"{backend.name}: {known})") from None
+        check_gates(getattr(options, "gates", None), f"{key}.gates")
         for opt in backend.path_options:
             setattr(options, opt, resolve_path(getattr(options, opt)))
         backend.check_options(options, key)

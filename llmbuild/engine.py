@@ -11,6 +11,8 @@ nothing that came before.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import importlib.metadata
 import json
 import os
@@ -18,6 +20,7 @@ import platform
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from llmbuild import __version__
@@ -33,20 +36,25 @@ from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
 # bump a stage's version when its outputs change meaning for the same inputs
-# (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets)
-# reference 2, verify 3: a mixture of experts' routing is recorded and compared (issue 11)
+# (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets;
+# evalref 2: evalref.json holds the settings the artifact side reads, so their keys follow them;
+# reference 2, verify 3: a mixture of experts' routing is recorded and compared, issue 11)
 STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 2, "export": 1, "verify": 3,
-                  "evalref": 1, "evaluate": 2}
+                  "evalref": 2, "evaluate": 2, "contamination": 1}
 
 
 def tool_versions(dists) -> dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "absent"
-    return out
+    return {d: _dist_version(d) for d in dists}
+
+
+@functools.cache
+def _dist_version(dist: str) -> str:
+    # once per process: every stage key asks, and each lookup scans site-packages (a third of an unchanged
+    # rebuild's time before this cache)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def default_model_name(bc: BuildConfig) -> str:
@@ -75,6 +83,7 @@ class Build:
         self.finetune_out: Path | None = None
         self.warnings: list[str] = []
         self.eval_source: dict | None = None  # the source model's evaluation figures (evalref stage)
+        self.contamination_record: dict | None = None  # fine-tuning data vs evaluation sets (contamination stage)
         self.context: int | None = None  # every artifact is verified within it (plan.check_model)
 
     def result(self, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> BuildResult:
@@ -88,7 +97,7 @@ class Build:
         settings = {k: plain(getattr(e, k)) for k in ("text", "heldout_text", "window", "max_windows", "tasks",
                                                       "golden", "golden_prompt", "golden_max_new_tokens", "speed",
                                                       "speed_prompt_tokens", "speed_new_tokens", "speed_repeats",
-                                                      "threads")}
+                                                      "threads", "harness", "contamination")}
         return BuildResult(
             dir=self.dir, recipe=bc.recipe, recipe_file=bc.recipe_file, config=bc.raw, model_name=self.model_name,
             source=bc.model.source.value, repo_id=bc.model.repo_id if bc.model.source.value == "hub" else None,
@@ -96,7 +105,8 @@ class Build:
             seconds=seconds, tools=tools, host=host, model=model(self.model), base_model=model(self.base_model),
             finetune=self.finetune_record, finetune_dir=self.finetune_out, license_decision=self.license_decision,
             license_files=self.license_files if self.license_decision is not None else {}, stages=self.stages,
-            artifacts=list(self.artifacts.values()), warnings=self.warnings, eval_source=self.eval_source)
+            artifacts=list(self.artifacts.values()), warnings=self.warnings, eval_source=self.eval_source,
+            contamination=self.contamination_record)
 
     # -- the stage runner -------------------------------------------------------------------------
     @staticmethod
@@ -107,22 +117,48 @@ class Build:
     def stage(self, name: str, kind: str, key_parts: dict, fn, tools=(), commit: bool = True) -> Entry | None:
         key = self.key(kind, key_parts, tools)
         t0 = time.monotonic()
-        hit = self.cache.lookup(kind, key) if commit else None
+        hit, damaged = self.cache.get(kind, key) if commit else (None, None)
+        note: dict = {}
+        if damaged:
+            # a file of the committed entry changed after the commit (edited in a build folder, truncated
+            # by a full disk, bit rot): never reuse it; say why in the log and the manifest
+            note["reason"] = f"cache entry damaged: {damaged}"
+            self.ui.warn(f"[{name}] cache entry {key[:12]} refused: {damaged}; running the stage again")
         if hit:
             status = "reused"
             self.ui.say(f"[{name}] reused from cache ({key[:12]})", style="dim")
             entry = hit
         elif self.dry:
             self.ui.say(f"[{name}] would run ({key[:12]})")
-            self.stages.append({"stage": name, "key": key, "status": "would run", "seconds": 0.0})
+            self.stages.append({"stage": name, "key": key, "status": "would run", "seconds": 0.0, **note})
             return None
         else:
             self.ui.say(f"[{name}] running")
-            entry = self.cache.run(kind, key, fn, commit=commit)
-            status = "run"
-            self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
+            # another build may be computing this very stage (a sweep, a second user on a shared cache):
+            # cache.run waits for its lock and then reuses its entry instead of computing it twice
+            try:
+                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit, on_wait=lambda: self.ui.say(
+                    f"[{name}] waiting: another build is running this stage ({key[:12]})"))
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # Cache.run removed the partial output: name the file, keep no entry (exit 2)
+                raise InvalidInput(f"{e.filename or self.cache.root}: no space left on device while {name} wrote it; "
+                                   f"the partial output was removed and the cache keeps no entry for {name}") from None
+            if entry.damaged and not damaged:
+                note["reason"] = f"cache entry damaged: {entry.damaged}"
+                self.ui.warn(f"[{name}] cache entry {key[:12]} refused: {entry.damaged}; ran the stage again")
+            if entry.waited >= 0.05:
+                note["waited_s"] = round(entry.waited, 3)
+            if entry.reused:
+                status = "reused"
+                self.ui.say(f"[{name}] reused from cache after waiting {entry.waited:.1f} s for another build",
+                            style="dim")
+            else:
+                status = "run"
+                self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
         self.stages.append({"stage": name, "key": key, "status": status,
-                            "seconds": round(time.monotonic() - t0, 3)})
+                            "seconds": round(time.monotonic() - t0, 3), **note})
         return entry
 
     # -- the build ----------------------------------------------------------------------------------
@@ -152,7 +188,7 @@ class Build:
                 return []
         ref = self.reference()
         eref = self.eval_reference()
-        failed = []
+        failed = self.contamination()
         for t in bc.targets:
             failed += self.target(t, ref, eref)
         return failed
@@ -172,9 +208,10 @@ class Build:
             model_dir = entry.out / rec["model_dir"]
         else:
             if m.source.value == "hub":
-                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc)
+                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc, m.trust_remote_code,
+                                          self.warnings)
             else:
-                rec = acquire.acquire_local(m.path, m.allow_pickle, sc)
+                rec = acquire.acquire_local(m.path, m.allow_pickle, sc, m.trust_remote_code, self.warnings)
             model_dir = Path(rec["model_dir"])
             self.ui.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
             self.stages.append({"stage": "acquire", "key": rec["model_digest"], "status": "checked",
@@ -281,6 +318,21 @@ class Build:
             self.eval_source = entry.record
         return entry
 
+    def contamination(self) -> list[dict]:
+        """N-gram overlap of the fine-tuning data with every evaluation set; returns its failed gates."""
+        from llmbuild.evaluation import contamination as ct
+
+        e, ft = self.bc.eval, self.bc.finetune
+        if not ct.enabled(e, ft):
+            return []
+        entry = self.stage("contamination", "contamination", ct.key_parts(e, ft, self.cache.stat_cache.digest),
+                           lambda out: ct.run(e, ft, out), tools=ct.TOOLS)
+        if entry is None:
+            return []
+        self.contamination_record, line, failed = ct.report(entry.record, e.contamination.max_overlap)
+        self.ui.say(f"[contamination] {line}", style="red" if failed else None)
+        return failed
+
     def artifact_meta(self):
         from llmbuild import licenses
         from llmbuild.targets.common import ArtifactMeta
@@ -382,13 +434,24 @@ class Build:
                         tools=(b.runtime.dist, *evaluate.TOOLS))
         if ev is None:
             return []
-        results = evaluate.apply_gates(ev.record, gates)
+        results = evaluate.apply_gates(ev.record, gates, e)
         status = "passed" if all(r["passed"] for r in results) else "failed"
         art.evaluation = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
                           "gates": results, "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist]}
         self.ui.say(f"[evaluate:{t.name}] {status}: {_eval_line(ev.record)}",
                     style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
+
+
+def _with_pause_point(name: str, fn):
+    """fn, preceded by the test-only pause point (llmbuild/testhooks.py; inert unless its variables are set)."""
+    from llmbuild.testhooks import pause_point
+
+    def run(out: Path):
+        pause_point(name, out)
+        return fn(out)
+
+    return run
 
 
 def _eval_line(rec: dict) -> str:
@@ -426,18 +489,35 @@ def _new_build_dir(root: Path, config_digest: str) -> Path:
 
 def _point_latest(root: Path, build_dir: Path) -> None:
     link = root / "latest"
-    tmp = root / f".latest.{os.getpid()}"
+    tmp = root / f".latest.{os.getpid()}.{uuid.uuid4().hex[:8]}"  # unique across machines sharing the folder
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(build_dir.name)
     os.replace(tmp, link)  # atomic: readers see the old or the new build, never neither
 
 
-def run_build(bc: BuildConfig) -> int:
+def _check_writable(folder: Path, config_key: str) -> None:
+    """Fail before any work, naming the key, when builds cannot be written under folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InvalidInput(f"{config_key}: {folder} is not writable ({e.strerror}); point {config_key} at a "
+                           f"writable folder") from None
+
+
+def run_build(bc: BuildConfig, outcome: dict | None = None) -> int:
+    """Build; `outcome`, when given, receives the build folder as soon as it exists (for sweep summaries)."""
     from llmbuild.report import document
 
     ui = UI()
     outputs = Path(bc.build.outputs_dir)
-    cache = Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache")
+    if not bc.build.dry_run:
+        _check_writable(outputs / bc.recipe, "build.outputs_dir")
+    cache_key = "build.cache_dir" if bc.build.cache_dir else "build.outputs_dir"
+    cache = Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache", config_key=cache_key,
+                  readonly=bc.build.dry_run)  # a dry run writes nothing, so it also plans on a read-only cache
     started = time.time()
     if bc.build.dry_run:
         import tempfile
@@ -445,9 +525,10 @@ def run_build(bc: BuildConfig) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             b = Build(bc, cache, ui, Path(tmp))
             b.run()
-        cache.stat_cache.save()
         return 0
     build_dir = _new_build_dir(outputs / bc.recipe, sha256_json(bc.raw))
+    if outcome is not None:
+        outcome["build_dir"] = str(build_dir.resolve())
     ui.attach_log(build_dir / "build.log")
     ui.say(f"llmbuild {__version__}: recipe {bc.recipe} -> {build_dir}")
     b = Build(bc, cache, ui, build_dir)
@@ -470,15 +551,20 @@ def run_build(bc: BuildConfig) -> int:
         cache.stat_cache.save()
         if build_dir.exists():
             try:
+                from llmbuild.testhooks import pause_point
+
+                pause_point("document")
                 document.write_all(b.result(status, error, time.time() - started, tool_versions(_all_tools(bc)),
                                             _host()))
             finally:
                 ui.close()
     if failed:
         worst = failed[0]
-        raise GateFailed(f"targets.{worst['target']}.gates.{worst['gate']}: {worst['figure']} = "
-                         f"{worst['value']:.4g}, limit {worst['limit']} ({len(failed)} gate(s) failed; "
-                         f"see {build_dir / 'README.md'})")
+        # eval.* gates name their own key; a target's gates live under targets.NAME.gates
+        key = worst.get("key") or f"targets.{worst['target']}.gates.{worst['gate']}"
+        where = f" ({worst['target']})" if worst.get("key") and worst.get("target") else ""
+        raise GateFailed(f"{key}: {worst['figure']}{where} = {worst['value']:.4g}, limit {worst['limit']} "
+                         f"({len(failed)} gate(s) failed; see {build_dir / 'README.md'})")
     _point_latest(outputs / bc.recipe, build_dir)
     reused = sum(1 for s in b.stages if s["status"] in ("reused", "checked"))
     ui.say(f"built {bc.recipe} in {time.time() - started:.1f} s ({reused}/{len(b.stages)} stages reused or "
@@ -494,7 +580,7 @@ def _all_tools(bc: BuildConfig) -> list[str]:
 
     tools = ["hydra-core", "omegaconf", "huggingface-hub", "safetensors", *acquire.INIT_TOOLS, *reference.TOOLS]
     if evaluate.enabled(bc.eval):
-        tools += list(evaluate.TOOLS)
+        tools += list(evaluate.TOOLS) + (["lm-eval"] if bc.eval.harness.tasks else [])
     if bc.finetune.method != "none":
         from llmbuild.finetune import stage as ft
 

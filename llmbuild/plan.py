@@ -69,6 +69,10 @@ def make_plan(bc: BuildConfig) -> list[Step]:
     steps.append(Step("reference", "reference"))
     if evaluating:
         steps.append(Step("evalref", "evalref"))
+        from llmbuild.evaluation import contamination
+
+        if contamination.enabled(bc.eval, bc.finetune):
+            steps.append(Step("contamination", "contamination"))
     for t in bc.targets:
         steps += [Step(f"export:{t.name}", f"export-{t.backend}", t.name),
                   Step(f"verify:{t.name}", f"verify-{t.backend}", t.name)]

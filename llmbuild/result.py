@@ -70,3 +70,4 @@ class BuildResult:
     artifacts: list = field(default_factory=list)  # ArtifactResult, in recipe order
     warnings: list = field(default_factory=list)
     eval_source: Optional[dict] = None  # the source model's evaluation figures (evalref stage)
+    contamination: Optional[dict] = None  # fine-tuning data vs evaluation sets (contamination stage), with gates

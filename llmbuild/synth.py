@@ -90,8 +90,11 @@ def create_model(
     train_text: Path | None = None,
     vocab_size: int = 512,
     dtype: str = "float32",
+    norm_jitter: float = 0.0,
 ) -> Path:
-    """Write a randomly initialized checkpoint with its tokenizer into out_dir."""
+    """Write a randomly initialized checkpoint with its tokenizer into out_dir. `norm_jitter`: the std of
+    noise added to every norm weight (transformers initializes them all alike, so a norm read from the
+    wrong tensor would not show)."""
     import torch
     import transformers
 
@@ -130,5 +133,10 @@ def create_model(
     hf_config.architectures = [architecture]
     torch.manual_seed(seed)
     model = cls(hf_config).to(getattr(torch, dtype)).eval()
+    if norm_jitter:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.add_(torch.randn_like(p) * norm_jitter)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     return out_dir

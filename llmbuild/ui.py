@@ -31,10 +31,10 @@ def log_bug(e: BaseException) -> str:
 
 
 class UI:
-    def __init__(self) -> None:
+    def __init__(self, console=None) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False)
         self.tty = self.console.is_terminal
         self._file_handler: logging.Handler | None = None
         log.setLevel(logging.INFO)
@@ -56,7 +56,9 @@ class UI:
     def say(self, msg: str, style: str | None = None) -> None:
         log.info(msg)
         if self.tty:
-            self.console.print(msg, style=style)
+            # markup=False: llmbuild's lines are plain text; rich would read `[acquire]` or
+            # `[verify:cpu-gguf]` as markup tags and drop the stage names from the terminal
+            self.console.print(msg, style=style, markup=False)
         else:
             print(msg, file=sys.stderr, flush=True)
 
@@ -70,7 +72,8 @@ class UI:
         if self.tty:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            with Progress(TextColumn("  {task.description}", markup=False), BarColumn(),
+                          TextColumn("{task.completed}/{task.total}"),
                           TimeRemainingColumn(), console=self.console, transient=True) as p:
                 task = p.add_task(what, total=None)
 

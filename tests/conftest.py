@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from llmbuild import archs
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see llmbuild/cli.py: spinning threads on shared cores
@@ -15,8 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "tokenizer_corpus.txt"
 
 def _registry():
-    from llmbuild import archs
-
     tiny = {name: dict(archs.arch_class(name).tiny) for name in archs.names()}
     variants = {v: spec for name in archs.names() for v, spec in archs.arch_class(name).variants.items()}
     return tiny, variants
@@ -30,7 +30,8 @@ TINY, VARIANTS = _registry()
 def make_tiny(out: Path, arch: str = "LlamaForCausalLM", seed: int = 0, **overrides) -> Path:
     from llmbuild.synth import create_model
 
-    return create_model(out, arch, {**TINY[arch], **overrides}, seed=seed, train_text=CORPUS, vocab_size=512)
+    return create_model(out, arch, {**TINY[arch], **overrides}, seed=seed, train_text=CORPUS, vocab_size=512,
+                        norm_jitter=archs.arch_class(arch).tiny_norm_jitter)
 
 
 def make_variant(out: Path, variant: str, seed: int = 0) -> Path:

@@ -29,6 +29,9 @@ ARCH_ROWS = [
     ("Qwen2MoeForCausalLM", "qwen2moe", False, True, False),  # Qwen2MoeModel
     ("Qwen3MoeForCausalLM", "qwen3moe", False, False, True),  # Qwen3MoeModel
     ("Qwen3ForCausalLM", "qwen3", False, False, True),
+    ("Gemma2ForCausalLM", "gemma2", False, False, False),
+    ("Gemma3ForCausalLM", "gemma3", False, False, True),
+    ("Phi3ForCausalLM", "phi3", False, False, False),
 ]
 
 

@@ -4,8 +4,9 @@ own runtime against transformers under the backend's default gates, in full and 
 The families, their tiny configs and variants come from the architecture registry (tests/conftest.py) and
 the backends from the backend registry; CASES names the precisions each backend is taken through and must
 cover every backend. The default run takes each backend's first case on every family and variant (Qwen3,
-Llama 3.2's scaled rope past its original context with tied embeddings, the sliding windows), the
-TensorRT-prepared graph on one family; the rest is slow-marked (`pytest -m slow tests/test_families.py`).
+Llama 3.2's scaled rope past its original context with tied embeddings, the sliding windows), or on the one
+model a family names as `tiny_default` (Phi-3: Phi-4-mini's partial rotary, LongRoPE and tied embeddings),
+the TensorRT-prepared graph on one family; the rest is slow-marked (`pytest -m slow tests/test_families.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmbuild import archs
 from llmbuild import targets as registry
 from llmbuild.checkpoint import open_checkpoint
 from llmbuild.stages.verify import apply_gates, compare
@@ -34,13 +36,20 @@ META = ArtifactMeta(name="family-test")
 TENSORRT_DEFAULT = "Qwen3ForCausalLM"
 
 
+def _in_default_run(model: str) -> bool:
+    """A family that names its default-run model (`tiny_default`) runs only that one by default; the
+    others run every architecture and variant."""
+    family = archs.arch_class(VARIANTS[model][0] if model in VARIANTS else model)
+    return family.tiny_default in (None, model)
+
+
 def _params():
     out = []
     for model in MODELS:
         for backend, cases in CASES.items():
             for i, case in enumerate(cases):
                 # torch.export costs seconds per model: the default run exports one family's graph
-                slow = i > 0 or (backend == "tensorrt" and model != TENSORRT_DEFAULT)
+                slow = i > 0 or (backend == "tensorrt" and model != TENSORRT_DEFAULT) or not _in_default_run(model)
                 out.append(pytest.param(model, backend, case, id=f"{model}-{backend}-{case}",
                                         marks=[pytest.mark.slow] if slow else []))
     return out

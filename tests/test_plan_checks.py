@@ -35,7 +35,8 @@ def assert_refused(cwd: Path, args: list[str], *needles: str, env: dict | None =
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {"llama": make_tiny(root / "llama"), "qwen2": make_tiny(root / "qwen2", "Qwen2ForCausalLM"),
-            "qwen3": make_tiny(root / "qwen3", "Qwen3ForCausalLM")}
+            "qwen3": make_tiny(root / "qwen3", "Qwen3ForCausalLM"), "gemma2": make_tiny(root / "gemma2", "Gemma2ForCausalLM"),
+            "phi3": make_tiny(root / "phi3", "Phi3ForCausalLM")}
 
 
 def local(tmp_path: Path, src: Path, config_change=None) -> Path:
@@ -54,7 +55,8 @@ def test_option_error_stops_before_acquisition(tmp_path):
                               "targets.gguf8.quant=q9_9"], "targets.gguf8.quant", "q9_9")
 
 
-@pytest.mark.parametrize("model, key", [("llama", "rms_norm_eps"), ("qwen3", "head_dim")])
+@pytest.mark.parametrize("model, key", [("llama", "rms_norm_eps"), ("qwen3", "head_dim"),
+                                        ("gemma2", "query_pre_attn_scalar")])
 def test_family_key_missing(tmp_path, models, model, key):
     d = local(tmp_path, models[model], lambda c: c.pop(key))
     arch = json.loads((models[model] / "config.json").read_text())["architectures"][0]
@@ -69,12 +71,24 @@ def test_unknown_rope_scaling_type(tmp_path, models):
                    "rope_scaling type 'sparkle'", "known: default, linear, llama3")
 
 
+def test_longrope_without_its_factors(tmp_path, models):
+    """Phi-3's LongRoPE lacking long_factor: transformers would fail at load; llmbuild names the key."""
+    d = local(tmp_path, models["phi3"], lambda c: c.update(rope_parameters={
+        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+        "original_max_position_embeddings": 64}))
+    assert_refused(tmp_path, ["recipe=tiny", "model.source=local", f"model.path={d}"], "config.json",
+                   "rope_scaling longrope needs long_factor")
+
+
 def test_tokenizer_no_target_can_map_stops_before_export(tmp_path, models):
     def wordpiece(d: Path):
+        # a real WordPiece tokenizer (BERT's kind) over the model's vocabulary: it parses, so only the
+        # targets' mapping check can refuse it
+        from tokenizers import Tokenizer, models
+
         (d / "tokenizer.model").unlink()
-        tj = json.loads((d / "tokenizer.json").read_text())
-        tj["model"]["type"] = "WordPiece"
-        (d / "tokenizer.json").write_text(json.dumps(tj))
+        vocab = json.loads((d / "tokenizer.json").read_text())["model"]["vocab"]
+        Tokenizer(models.WordPiece(vocab, unk_token="<unk>")).save(str(d / "tokenizer.json"))
 
     d = local(tmp_path, models["llama"])
     wordpiece(d)

@@ -8,9 +8,10 @@ sliding windows per layer, tied embeddings, context). A family that differs subc
 overrides the facts that differ (qwen2.py: q/k/v biases and NeoX rope; qwen3.py: q/k norms), as
 llama.cpp's families override `set_gguf_parameters` and `modify_tensors`.
 
-Targets ask these objects and never test an architecture's name. Facts that no current family has
-(a norm offset, soft-capping, an embedding scale) are here with their neutral values, so a target can
-refuse what it cannot compute yet with a clear message instead of computing something else.
+Targets ask these objects and never test an architecture's name. Facts some families have are here
+with their neutral values (a norm offset, an embedding scale, an attention scale, soft-capping, post
+norms, fused projections, a rope per layer, partial rotary), so a target computes every family the same
+way; what llama.cpp hard-codes differently a family reports through `gguf_refusal`.
 """
 
 from __future__ import annotations
@@ -31,18 +32,31 @@ class Layer:
 
     index: int
     attn_norm: str  # RMSNorm before attention
-    q: str
-    k: str
-    v: str
+    q: str | None  # None where q, k and v are one fused projection (`qkv`)
+    k: str | None
+    v: str | None
     o: str
     ffn_norm: str  # RMSNorm before the MLP
-    gate: str | None  # the SiLU-gated MLP's linears; None in a sparse layer (see `moe`)
+    gate: str | None  # None where gate and up are one fused projection (`gate_up`), or in a sparse layer
     up: str | None
-    down: str | None
-    q_norm: str | None = None  # per-head RMSNorm of q before the rotary (Qwen3); None: none
+    down: str | None  # None in a sparse layer (see `moe`)
+    q_norm: str | None = None  # per-head RMSNorm of q before the rotary (Qwen3, Gemma 3); None: none
     k_norm: str | None = None
     window: int | None = None  # sliding attention window in tokens; None: full attention
+    post_attn_norm: str | None = None  # RMSNorm on the attention output before the residual add (Gemma 2/3)
+    post_ffn_norm: str | None = None  # RMSNorm on the MLP output before the residual add (Gemma 2/3)
+    qkv: str | None = None  # one projection whose output is [q | k | v] (Phi-3's qkv_proj)
+    gate_up: str | None = None  # one projection whose output is [gate | up] (Phi-3's gate_up_proj)
     moe: MoeBlock | None = None  # the layer's mixture of experts in place of the MLP (archs/moe.py)
+
+    def linears(self) -> list[str]:
+        """The layer's projections, fused ones as one module."""
+        return [m for m in (self.qkv, self.q, self.k, self.v, self.o, self.gate_up, self.gate, self.up, self.down)
+                if m]
+
+    def norms(self) -> list[str]:
+        return [m for m in (self.attn_norm, self.q_norm, self.k_norm, self.post_attn_norm, self.ffn_norm,
+                            self.post_ffn_norm) if m]
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,12 @@ class Arch:
     tiny: ClassVar[dict] = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                 intermediate_size=128, max_position_embeddings=256)
     variants: ClassVar[dict[str, tuple[str, dict]]] = {}
+    # tests: noise added to every norm weight of the tiny model, so a norm read from the wrong tensor
+    # shows (transformers initializes them all alike); 0 keeps transformers' initialization
+    tiny_norm_jitter: ClassVar[float] = 0.0
+    # tests: the one model of the family (its architecture or a variant) the default test run takes
+    # through each backend; None: every one (the rest run with -m slow)
+    tiny_default: ClassVar[str | None] = None
     # keyword arguments a target passes to transformers' from_pretrained when it traces the model
     # (tensorrt's torch.onnx export): a family whose default modelling code cannot be traced says how
     hf_model_kwargs: ClassVar[dict] = {}
@@ -163,7 +183,17 @@ class Arch:
 
     @property
     def rotary_dim(self) -> int:
+        """Dimensions of each head the rotary turns (the rest pass through: partial rotary, Phi-4-mini)."""
         return self.head_dim
+
+    @property
+    def attn_scale(self) -> float:
+        """What q.k is multiplied by before the softmax (Gemma: query_pre_attn_scalar ** -0.5)."""
+        return self.head_dim ** -0.5
+
+    def layer_rope(self, i: int) -> Rope:
+        """Layer i's rotary embedding (Gemma 3: one base for sliding-window layers, another for global)."""
+        return self.rope
 
     @property
     def intermediate(self) -> int:
@@ -208,7 +238,7 @@ class Arch:
         acquisition). Raise InvalidInput naming the file and the tensor."""
 
     # facts of other families, neutral here: sqrt(hidden) embedding scale, attention and final logit
-    # soft-capping (Gemma 2)
+    # soft-capping (Gemma 2: properties read from its config)
     embedding_scale: ClassVar[float | None] = None
     attn_softcap: ClassVar[float | None] = None
     final_softcap: ClassVar[float | None] = None
@@ -241,12 +271,12 @@ class Arch:
         optional = []
         for i in range(self.layers):
             L = self.layer(i)
-            required += [f"{L.attn_norm}.weight", f"{L.ffn_norm}.weight"]
-            required += [f"{m}.weight" for m in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down) if m]
-            required += [f"{m}.weight" for m in (L.q_norm, L.k_norm) if m]
-            biases = [f"{m}.bias" for m in (L.q, L.k, L.v)]
+            required += [f"{m}.weight" for m in L.norms()]
+            required += [f"{m}.weight" for m in L.linears()]
+            attn_in = {L.qkv, L.q, L.k, L.v} - {None}
+            biases = [f"{m}.bias" for m in L.linears() if m in attn_in]
             (required if self.qkv_bias else optional).extend(biases)
-            optional += [f"{m}.bias" for m in (L.o, L.gate, L.up, L.down) if m]
+            optional += [f"{m}.bias" for m in L.linears() if m not in attn_in]
         return required, optional
 
     def ignored(self, name: str) -> bool:
@@ -266,6 +296,11 @@ class Arch:
                        f"llama.cpp's {self.gguf_arch} architecture has no sliding-window attention, so it "
                        f"computes the model exactly up to {w} tokens")
         return ctx, None
+
+    def gguf_refusal(self) -> str | None:
+        """Why llama.cpp's architecture would compute something else than this model (checked with the
+        model, before any export), or None. llama.cpp hard-codes some facts a config.json states."""
+        return None
 
     def gguf_parameters(self, w) -> None:
         """The hyperparameter keys of the GGUF (`{arch}.*`), on a gguf.GGUFWriter."""

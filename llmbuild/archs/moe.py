@@ -181,6 +181,13 @@ class Moe:
                                    f"{_ranges(sorted(got)) or 'none'}), config.json {count_key} says {self.expert_count}")
 
     # -- GGUF -----------------------------------------------------------------------------------------
+    def gguf_refusal(self) -> str | None:
+        if self.norm_topk_prob != self.gguf_norm_topk:
+            return (f"config.json norm_topk_prob is {str(self.norm_topk_prob).lower()}, but llama.cpp's {self.gguf_arch} "
+                    f"graph {'always' if self.gguf_norm_topk else 'never'} renormalizes the top-k expert weights: the "
+                    "GGUF would compute another model")
+        return super().gguf_refusal()
+
     def gguf_parameters(self, w) -> None:
         super().gguf_parameters(w)
         w.add_expert_count(self.expert_count)

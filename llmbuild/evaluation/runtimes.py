@@ -1,15 +1,24 @@
-"""Which function generates text through each backend's runtime, and the timing of one generation.
+"""Which function generates text through each backend's runtime, the timing of one generation, and the
+small runtime interface the lm-evaluation-harness adapter is written against.
 
 A backend (llmbuild/targets/base.py) generates greedily through its runtime's KV cache with
 `generate(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=..., timings=None)`, or
 declares `no_generation` with the reason (golden sets and speed are then skipped, the reason recorded);
 `no_speed` skips the speed figures of a backend that generates with a loader whose speed is not a
 deployment's.
+
+`Runtime` is all that llmbuild.evaluation.harness_lm needs of a runtime: logits at every position of
+some token-id sequences, and greedy generation through the KV cache that stops at eos (and at the
+stop rule of llmbuild.evaluation.greedy.stop_when). `artifact_runtime` is the one place that builds it
+from what a backend offers; `source_runtime` builds it for the source model in torch.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def generator(backend):
@@ -17,6 +26,56 @@ def generator(backend):
     if backend.no_generation:
         return None, backend.no_generation
     return backend.generate, None
+
+
+@dataclass
+class Runtime:
+    """One model as the harness adapter sees it."""
+
+    name: str  # what the records call it: "onnxruntime", "llama-cpp-python", "torch float32"
+    # sequences of token ids -> float32 logits [len(seq), vocab] for each, every position
+    logits: Callable[[list[list[int]]], list]
+    # (prompt ids, max new tokens, eos id) -> greedy new tokens (eos not included); None: cannot generate
+    generate: Callable[[list[int], int, int | None], list[int]] | None = None
+    no_generation: str | None = None  # why generate is None
+    batched: bool = False  # logits() runs its sequences as one padded batch (else one by one)
+
+
+def artifact_runtime(backend, artifact_dir: Path, record: dict, threads: int) -> Runtime:
+    """The runtime of a built artifact, from what its backend offers (`run_logits`, `generate` or the
+    reason there is none); an ONNX graph with past key values of any batch size (what the onnx backend
+    writes) is run a padded batch at a time instead of one sequence at a time."""
+    from llmbuild.evaluation import onnx_runtime
+
+    gen, reason = generator(backend)
+    if onnx_runtime.batchable(artifact_dir, record, threads):
+        def logits(seqs):
+            return onnx_runtime.batch_logits(artifact_dir, record, seqs, threads=threads)
+
+        batched = True
+    else:
+        def logits(seqs):
+            return backend.run_logits(artifact_dir, record, seqs)
+
+        batched = False
+
+    def generate(prompt_ids, max_new_tokens, eos_id):
+        return gen(artifact_dir, record, prompt_ids, max_new_tokens, eos_id, threads=threads)
+
+    return Runtime(name=backend.runtime.dist, logits=logits, generate=generate if gen else None,
+                   no_generation=reason, batched=batched)
+
+
+def source_runtime(model, threads: int) -> Runtime:
+    """The source model in torch (llmbuild.evaluation.torch_runtime.TorchModel): batched logits, and
+    generation through transformers' KV cache."""
+    from llmbuild.evaluation.torch_runtime import torch_threads
+
+    def generate(prompt_ids, max_new_tokens, eos_id):
+        with torch_threads(threads):
+            return model.generate(prompt_ids, max_new_tokens, eos_id)
+
+    return Runtime(name=f"torch {model.dtype}", logits=model.batch_logits, generate=generate, batched=True)
 
 
 def measure_speed(run, prompt_ids: list[int], new_tokens: int, repeats: int = 3) -> dict:

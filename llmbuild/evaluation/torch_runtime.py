@@ -43,6 +43,23 @@ class TorchModel:
         with torch.inference_mode():
             return [self.model(torch.tensor([ids])).logits[0].float().numpy() for ids in token_ids]
 
+    def batch_logits(self, token_ids: list[list[int]]):
+        """Logits [len, vocab] (float32 numpy) of each sequence, every position, in one forward pass.
+
+        Sequences are padded on the right to the longest (lm-evaluation-harness's HFLM pads the same
+        way): causal attention makes each position's logits depend on the tokens up to it only, so the
+        padding changes none of the rows returned.
+        """
+        import torch
+
+        if not token_ids:
+            return []
+        width = max(len(ids) for ids in token_ids)
+        x = torch.tensor([list(ids) + [0] * (width - len(ids)) for ids in token_ids])
+        with torch.inference_mode():
+            logits = self.model(x).logits.float().numpy()
+        return [logits[i, :len(ids)] for i, ids in enumerate(token_ids)]
+
     def generate(self, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
                  timings: dict | None = None) -> list[int]:
         import torch

@@ -182,8 +182,17 @@ def ensure_chat_template(tok) -> bool:
 
 
 def render_chat(tok, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The one place llmbuild renders a chat template: transformers' apply_chat_template, which runs it
+    in jinja2's ImmutableSandboxedEnvironment; an escape attempt is the checkpoint's fault (exit 2)."""
+    from jinja2.exceptions import SecurityError
+
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    try:
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except SecurityError as e:
+        from llmbuild.checkpoint import sandbox_message
+
+        raise InvalidInput(sandbox_message(f"{getattr(tok, 'name_or_path', 'the tokenizer')}", e)) from None
 
 
 def _spans(rec: dict, shape: Shape, tok) -> tuple[str, list[tuple[int, int]], bool]:

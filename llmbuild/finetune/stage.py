@@ -224,7 +224,10 @@ def run(model_dir: Path, cfg: FinetuneConfig, out: Path, resume_dir: Path, progr
     gold = data.read_golden(Path(cfg.golden), "finetune.golden") if cfg.golden else None
     shape0 = cfg.datasets[0].shape
     template = data.DEFAULT_CHAT_TEMPLATE if prep.chat_template_added else None
-    pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
+    # padded positions are masked, so any id the embedding has will do; a tokenizer may bring a pad token
+    # past the model's vocabulary (transformers gives a Qwen2 config's tokenizer Qwen's <|endoftext|>)
+    vocab = hf_config.get("vocab_size") or len(tok)
+    pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None and i < vocab)
     fp = _fingerprint(cfg, model_dir)
 
     g_before = (golden.exact_match(model_dir, gold, shape0, cfg.golden_max_new_tokens, prep.chat_template_added)

@@ -135,6 +135,30 @@ def eval_loss(model, examples: list[Example], batch_size: int, pad_id: int, acce
     return float(total[0] / total[1]) if total[1] > 0 else None
 
 
+def load_checkpoint(acc, ckpt: Path) -> None:
+    """accelerate's load_state after checking every pickle in the checkpoint (optimizer, scheduler, RNG
+    states) loads with weights_only=True, as accelerate.utils.load reads them: a file that would need
+    to run code is refused, unrun, and named. Checked first because load_state skips RNG states it
+    cannot read, which would resume silently on other random numbers."""
+    from llmbuild.errors import InvalidInput
+
+    for p in sorted(ckpt.iterdir()):
+        if p.suffix in (".pkl", ".bin", ".pt") and not _safe_pickle(p):
+            raise InvalidInput(f"{p}: the fine-tuning checkpoint cannot be loaded safely (weights_only refuses "
+                               f"it); delete {ckpt.parent.parent} to train from the start")
+    acc.load_state(str(ckpt), strict=False)
+
+
+def _safe_pickle(path: Path) -> bool:
+    from accelerate.utils import load
+
+    try:
+        load(str(path), map_location="cpu")  # weights_only=True
+        return True
+    except Exception:  # whatever the restricted unpickler refuses, or a damaged file
+        return False
+
+
 def hardware(accelerator) -> str:
     import torch
 
@@ -305,7 +329,7 @@ class Trainer:
         start_step, resumed = 0, None
         ckpt = self._latest_checkpoint()
         if ckpt is not None:
-            acc.load_state(str(ckpt), strict=False)
+            load_checkpoint(acc, ckpt)
             meta = json.loads((ckpt / "trainer.json").read_text())
             start_step = resumed = meta["step"]
             state = {k: meta[k] for k in state}

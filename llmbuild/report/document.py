@@ -78,6 +78,7 @@ def eval_json(build: BuildResult) -> dict | None:
     source = {k: v for k, v in (build.eval_source or {}).items()
               if k not in ("outputs_digest", "kind", "key", "created", "out_files")}
     return {"schema_version": 1, "settings": build.eval_settings, "source": source,
+            "contamination": build.contamination,
             "artifacts": {a.target: {"backend": a.backend, "precision": a.precision,
                                      "size": sum(f["size"] for f in a.files.values()),
                                      "bits_per_weight": (a.export or {}).get("bits_per_weight"),
@@ -109,6 +110,86 @@ def _eval_results(name: str, ev: dict, EvalResult) -> list:
         for metric in ("exact_match", "token_f1", "contains"):
             add("llmbuild-golden", "golden set", metric, g[metric], f"golden {metric.replace('_', ' ')}")
     return out
+
+
+# -- lm-evaluation-harness scores and contamination (llmbuild/evaluation/harness.py, contamination.py) --
+def harness_results(name: str, harness: dict | None, EvalResult) -> list:
+    """model-index entries for one runtime's lm-evaluation-harness scores (`name`: the artifact, or
+    "source"): task, metric, value, with stderr, n-shot, documents and the harness version as args."""
+    out = []
+    for task, t in ((harness or {}).get("tasks") or {}).items():
+        for metric, m in t["metrics"].items():
+            args = {"num_fewshot": t.get("num_fewshot"), "stderr": m.get("stderr"), "documents": t.get("n"),
+                    "lm_eval_version": harness.get("lm_eval"), "runtime": harness.get("runtime")}
+            if "source" in m:
+                args["source_value"] = m["source"]
+            out.append(EvalResult(
+                task_type="text-generation", dataset_type=task, dataset_name=f"{task} (lm-evaluation-harness)",
+                dataset_config=name, metric_type=metric, metric_value=round(float(m["value"]), 6),
+                metric_name=f"{name} {task} {metric}", metric_args={k: v for k, v in args.items() if v is not None}))
+    return out
+
+
+def harness_section(build, rows) -> list[str]:
+    """The card's table of harness scores: the source, then each artifact with its change."""
+    src = (build.eval_source or {}).get("harness")
+    if not src or not src.get("tasks"):
+        return []
+    cols = [(task, metric) for task, t in src["tasks"].items() for metric in t["metrics"]]
+
+    def cell(m, delta: bool) -> str:
+        se = f" ± {m['stderr']:.3f}" if m.get("stderr") is not None else ""
+        change = f" ({m['value'] - m['source']:+.4g})" if delta and "source" in m else ""
+        return f"{m['value']:.4g}{se}{change}"
+
+    heads = ["model", "runtime"] + [f"{task} {metric} ({src['tasks'][task]['num_fewshot']}-shot, "
+                                    f"{src['tasks'][task]['n']} docs)" for task, metric in cols] + ["gates"]
+    lines = ["", "### lm-evaluation-harness tasks", "",
+             f"Scored by lm-evaluation-harness {src.get('lm_eval')} (`lm_eval.simple_evaluate`) through an lm_eval "
+             "model over each artifact's own runtime, on the same token ids as the source model; values ± the "
+             "harness's standard error, in brackets the change against the source. Tasks and data are named in "
+             "eval.json (`settings.harness`).", "",
+             "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads),
+             "| " + " | ".join(["source", src.get("runtime", "")] +
+                               [cell(src["tasks"][t]["metrics"][m], False) for t, m in cols] + [""]) + " |"]
+    notes = []
+    for r in rows:
+        h = (r["evaluation"] or {}).get("harness")
+        if not h:
+            continue
+        cells = []
+        for task, metric in cols:
+            m = (h.get("tasks") or {}).get(task, {}).get("metrics", {}).get(metric)
+            cells.append(cell(m, True) if m else "skipped" if task in (h.get("skipped") or {}) else "-")
+        gates = "; ".join(f"{g['gate']} {g['figure'].removeprefix('harness.')} {g['limit']} "
+                          f"{'ok' if g['passed'] else '**FAILED**'}" for g in r["evaluation"].get("gates", [])
+                          if g["figure"].startswith("harness."))
+        lines.append("| " + " | ".join([f"`{r['name']}`", h.get("runtime", "")] + cells + [gates]) + " |")
+        notes += [f"`{r['name']}` {task}: skipped ({why})" for task, why in (h.get("skipped") or {}).items()]
+    return lines + (["", *(f"- {n}" for n in notes)] if notes else [])
+
+
+def contamination_lines(build) -> list[str]:
+    """The card's contamination section: one line per evaluation set, with examples."""
+    c = build.contamination
+    if not c:
+        return []
+    files = ", ".join(f"`{f}`" for f in c.get("training_files", []))
+    lines = ["", "### Contamination", "",
+             f"Word {c['n']}-grams shared between the fine-tuning data ({files}: {c['training_documents']:,} "
+             f"documents) and each evaluation set, normalized as lm-evaluation-harness's decontamination does "
+             f"(lower case, punctuation deleted); a document shorter than {c['n']} words counts when all of it "
+             f"appears in a training document, and documents under {c['min_words']} words are not judged.", ""]
+    gates = {g["figure"]: g for g in c.get("gates", [])}
+    for s in c["sets"]:
+        g = gates.get(f"contamination.{s['set']}.share")
+        verdict = f"; gate max_overlap {g['limit']} {'ok' if g['passed'] else '**FAILED**'}" if g else ""
+        short = f", {s['too_short']} too short to judge" if s["too_short"] else ""
+        lines.append(f"- `{s['set']}` ({s['kind']}, {s['source']}): **{s['contaminated']} of {s['documents']}** "
+                     f"documents ({s['share']:.1%}) overlap the fine-tuning data{short}{verdict}")
+        for x in s["examples"]:
+            lines.append(f"  - doc {x['doc']}: \"{x['text']}\" shares \"{x['ngram']}\" with `{x['training']}`")
+    return lines
 
 
 def _delta(value, base, fmt: str = "{:.3f}", rel: bool = False) -> str:
@@ -329,6 +410,8 @@ def model_card(build: BuildResult) -> str:
                     metric_type=metric, metric_value=round(float(value), 6),
                     metric_name=f"{r['name']} {label}"))
         evals += _eval_results(r["name"], r["evaluation"], EvalResult)
+        evals += harness_results(r["name"], (r["evaluation"] or {}).get("harness"), EvalResult)
+    evals += harness_results("source", (build.eval_source or {}).get("harness"), EvalResult)
     lic = licenses.card_fields(decision) if decision is not None else {}
     data = ModelCardData(
         model_name=build.model_name,
@@ -471,6 +554,8 @@ def _body(build: BuildResult, rows, cfg, rec, decision) -> str:
             lines.append(f"| `{r['name']}` | - | UNVERIFIED: {v.get('reason', v.get('status'))} | | | | | | |")
     lines += _routing_section(rows)
     lines += _evaluation_section(build, rows)
+    lines += harness_section(build, rows)
+    lines += contamination_lines(build)
     lines += [
         "",
         "## Environmental Impact",

@@ -8,17 +8,31 @@
 - init: a new checkpoint from an architecture config and a seed (llmbuild/synth.py), cached by
   its recipe subtree like any stage.
 Hub and local files are hashed through the stat cache, so a rebuild does not re-read the weights.
+Every checkpoint is checked before a stage reads it (llmbuild/checkpoint.py): names leading out of the
+folder, code it would need to run, tokenizer files, vocabulary against the embedding, NaN/Inf weights.
+The NaN/Inf scan reads every weight once; its verdict is remembered by the weight files' digests
+(`finite.json` beside the stat cache), so a rebuild does not read them again.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmbuild.checkpoint import TOKENIZER_FILES, open_checkpoint
+from llmbuild.checkpoint import (
+    TOKENIZER_FILES,
+    Checkpoint,
+    check_chat_template,
+    check_remote_code,
+    check_vocabulary,
+    nonfinite,
+    open_checkpoint,
+)
 from llmbuild.errors import InvalidInput
-from llmbuild.hashing import StatCache, tree_digest
+from llmbuild.hashing import StatCache, sha256_json, tree_digest
 
 INIT_TOOLS = ("torch", "transformers", "sentencepiece", "tokenizers", "safetensors")
 # what a hub snapshot needs; weights are asked for separately so .bin is skipped when safetensors exist
@@ -50,10 +64,46 @@ def model_files(model_dir: Path, weight_files: list[Path]) -> list[Path]:
     return out
 
 
-def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: str, extra: dict) -> dict:
+def check_finite(ckpt: Checkpoint, files: dict, stat_cache: StatCache) -> None:
+    """Exit 2 naming the first tensor that holds NaN or Inf; a verdict once reached is remembered."""
+    weights = sha256_json(sorted(files[p.relative_to(ckpt.dir).as_posix()]["sha256"] for p in ckpt.weight_files))
+    memo_path = stat_cache.path.parent / "finite.json" if stat_cache.path else None
+    memo = {}
+    if memo_path and memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            memo = {}  # a damaged memo only costs a second scan
+    if memo.get(weights) is True:
+        return
+    bad = nonfinite(ckpt)
+    if bad:
+        name, f, nan, inf = bad
+        what = " and ".join(x for x in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if x)
+        raise InvalidInput(f"{f}: tensor {name} holds {what} values; the checkpoint is damaged (or was saved "
+                           "from a diverged run) and no artifact built from it would be usable")
+    if memo_path:
+        memo[weights] = True
+        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, memo_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a memo that cannot be written only costs a scan next time
+
+
+def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: str, extra: dict,
+             trust_remote_code: bool = False, warnings: list | None = None) -> dict:
     ckpt = open_checkpoint(model_dir, allow_pickle=allow_pickle, key=key)
+    check_remote_code(model_dir, ckpt.config, trust_remote_code)
+    check_chat_template(model_dir)
+    vocab_warnings = check_vocabulary(ckpt)
     files = {p.relative_to(model_dir).as_posix(): {"sha256": stat_cache.digest(p), "size": p.stat().st_size}
              for p in model_files(model_dir, ckpt.weight_files)}
+    check_finite(ckpt, files, stat_cache)
+    if warnings is not None:
+        warnings += vocab_warnings
     return {
         "model_dir": str(model_dir),
         "architecture": ckpt.arch.name,
@@ -66,20 +116,58 @@ def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: st
     }
 
 
-def acquire_local(path: str | None, allow_pickle: bool, stat_cache: StatCache) -> dict:
+def acquire_local(path: str | None, allow_pickle: bool, stat_cache: StatCache, trust_remote_code: bool = False,
+                  warnings: list | None = None) -> dict:
     if not path:
         raise InvalidInput("model.path: required when model.source is local")
     p = Path(path).expanduser()
     if not p.exists():
         raise InvalidInput(f"model.path: {p} does not exist")
-    return describe(p.resolve(), allow_pickle, stat_cache, "model.path", {"source": "local"})
+    if p.is_file():
+        raise InvalidInput(f"model.path: {p} is a file; name the checkpoint folder that holds config.json and "
+                           "the weights" + (f" ({p.parent}?)" if (p.parent / "config.json").is_file() else ""))
+    return describe(p.resolve(), allow_pickle, stat_cache, "model.path", {"source": "local"}, trust_remote_code,
+                    warnings)
 
 
-def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cache: StatCache) -> dict:
+# owner/name as the Hub spells it: letters, digits, '-', '_', '.'; no '--' or '..' (huggingface_hub's rule)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def check_repo_id(repo_id: str | None) -> str:
+    """model.repo_id is `owner/name`; checked before anything is downloaded."""
     if not repo_id:
         raise InvalidInput("model.repo_id: required when model.source is hub")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        ok = bool(_REPO_ID.match(repo_id)) and not repo_id.endswith((".git", "."))
+    except HFValidationError:
+        ok = False
+    if not ok:
+        raise InvalidInput(f"model.repo_id: {repo_id!r} is not a Hub repo id of the form owner/name "
+                           "(e.g. Qwen/Qwen2.5-0.5B)")
+    return repo_id
+
+
+# an access token as huggingface_hub and the Hub print them; never echoed back to a user's log
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def _login_hint(repo_id: str, what: str) -> str:
+    return (f"model.repo_id: {repo_id} is {what}: log in with `hf auth login` (or set HF_TOKEN) as a user "
+            f"who has access" + (f", after accepting its terms at https://huggingface.co/{repo_id}"
+                                 if what.startswith("gated") else ""))
+
+
+def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cache: StatCache,
+                trust_remote_code: bool = False, warnings: list | None = None) -> dict:
+    check_repo_id(repo_id)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
+        GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -97,19 +185,26 @@ def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cac
                 f"model.revision: {repo_id}@{revision} is not in the offline Hub cache (HF_HOME={where})"
                 if offline else f"model.repo_id: cannot download {repo_id}@{revision} (no network?)"
             ) from None
+        except GatedRepoError:  # before RepositoryNotFoundError: it is one
+            raise InvalidInput(_login_hint(repo_id, "gated (401/403)")) from None
         except RevisionNotFoundError:
             raise InvalidInput(f"model.revision: {revision!r} does not exist in {repo_id}") from None
         except RepositoryNotFoundError:
-            raise InvalidInput(f"model.repo_id: {repo_id!r} not found or not accessible") from None
+            # the Hub answers 401 for a private repo and for one that does not exist alike
+            raise InvalidInput(_login_hint(repo_id, "not found, or private (401)")) from None
         except HfHubHTTPError as e:
-            raise InvalidInput(f"model.repo_id: {repo_id}: {str(e).splitlines()[0]}") from None
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise InvalidInput(_login_hint(repo_id, f"not accessible with your credentials ({status})")) from None
+            raise InvalidInput(f"model.repo_id: {repo_id}: {_TOKEN.sub('hf_***', str(e).splitlines()[0])}") from None
 
     snap = download(_HUB_FILES)
     if not any(snap.glob("*.safetensors")) and allow_pickle:
         snap = download([*_HUB_FILES, "*.bin"])
     commit = snap.name  # snapshots/<commit sha>
     return describe(snap, allow_pickle, stat_cache, "model.repo_id",
-                    {"source": "hub", "repo_id": repo_id, "revision": revision, "commit": commit})
+                    {"source": "hub", "repo_id": repo_id, "revision": revision, "commit": commit},
+                    trust_remote_code, warnings)
 
 
 def init_key_config(model_cfg, project_root: Path, stat_cache: StatCache) -> dict:

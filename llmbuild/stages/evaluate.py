@@ -11,7 +11,9 @@ Two stages, both cached like the others:
   (b) perplexity on `eval.heldout_text`, and its ratio to the source's;
   (c) multiple choice in MMLU/HellaSwag format, acc and acc_norm as lm-evaluation-harness scores them;
   (d) the golden set, greedy through the runtime's KV cache: exact match, token F1, contains;
-  (e) prompt and generated tokens per second, same prompt, length and threads for every runtime.
+  (e) prompt and generated tokens per second, same prompt, length and threads for every runtime;
+  (f) lm-evaluation-harness tasks (`eval.harness`), through an lm_eval model over the runtime
+      (llmbuild/evaluation/harness_lm.py), each metric beside the source's.
 Gates are applied by the engine from the record (`apply_gates`), so changing a gate reruns nothing.
 """
 
@@ -34,7 +36,7 @@ MAX_AUTO_WINDOW = 2048
 
 def enabled(cfg) -> bool:
     """The stage runs when the recipe names something to evaluate on; speed is timed alongside."""
-    return bool(cfg.text or cfg.heldout_text or cfg.tasks or cfg.golden)
+    return bool(cfg.text or cfg.heldout_text or cfg.tasks or cfg.golden or cfg.harness.tasks)
 
 
 def check(cfg, key: str = "eval") -> None:
@@ -63,6 +65,10 @@ def check(cfg, key: str = "eval") -> None:
             raise InvalidInput(f"{key}.{name}: {getattr(cfg, name)} is below {low}")
     if 0 < cfg.window < metrics.MIN_WINDOW:
         raise InvalidInput(f"{key}.window: {cfg.window} tokens is too short; 0 takes the model's context")
+    from llmbuild.evaluation import contamination, harness
+
+    contamination.check(cfg.contamination, f"{key}.contamination")
+    harness.check(cfg.harness, f"{key}.harness")  # last: it loads the tasks' data
 
 
 def key_parts(cfg, digest) -> dict:
@@ -78,7 +84,24 @@ def key_parts(cfg, digest) -> dict:
         "golden_max_new_tokens": cfg.golden_max_new_tokens,
         "speed": cfg.speed and {"prompt_tokens": cfg.speed_prompt_tokens, "new_tokens": cfg.speed_new_tokens,
                                 "repeats": cfg.speed_repeats, "threads": cfg.threads},
+        **({"harness": harness_key} if (harness_key := _harness_key(cfg, digest)) else {}),
     }
+
+
+def _harness_key(cfg, digest) -> dict | None:
+    from llmbuild.evaluation import harness
+
+    return harness.key_parts(cfg.harness, digest)
+
+
+def _settings(cfg) -> dict:
+    """The settings the artifact side reads from the recipe: written into evalref.json, so that the
+    artifacts' evaluate keys (which hold evalref's output digest) change with them too."""
+    from llmbuild.hashing import sha256_file
+
+    return {"golden_max_new_tokens": cfg.golden_max_new_tokens, "speed_new_tokens": cfg.speed_new_tokens,
+            "speed_repeats": cfg.speed_repeats, "threads": cfg.threads,
+            "harness": _harness_key(cfg, sha256_file)}
 
 
 # --- the source side ------------------------------------------------------------------------------
@@ -123,7 +146,7 @@ def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path
     n_ctx = min(int(src.model.config.max_position_embeddings), context or 1 << 62)
     window = min(cfg.window or MAX_AUTO_WINDOW, n_ctx)
     bos = _bos(tok)
-    ref: dict = {"window": window, "model_dtype": src.dtype}
+    ref: dict = {"window": window, "model_dtype": src.dtype, "settings": _settings(cfg)}
     summary: dict = {"window": window, "model_dtype": src.dtype}
     arrays = {}
 
@@ -180,6 +203,13 @@ def prepare(model_dir: Path, cfg, dtype: str, trust_remote_code: bool, out: Path
                                   cfg.speed_repeats)
         ref["speed"] = {"prompt_ids": prompt}
         summary["speed"] = {"runtime": f"torch {src.dtype}", "threads": cfg.threads, **speed}
+    if cfg.harness.tasks:
+        from llmbuild.evaluation import harness
+        from llmbuild.evaluation.runtimes import source_runtime
+
+        lm = harness.make_lm(source_runtime(src, cfg.threads), model_dir, cfg.harness, trust_remote_code, n_ctx)
+        summary["harness"] = harness.evaluate(lm, cfg.harness)
+        ref["harness_max_length"] = lm.max_length  # every artifact gets the source's
     (out / "evalref.json").write_text(json.dumps(ref))
     np.savez(out / "evalref.npz", **arrays)
     return summary
@@ -313,6 +343,13 @@ def run(backend, backend_name: str, artifact_dir: Path, export_record: dict, ref
             for k in ("prompt_tokens_per_s", "gen_tokens_per_s"):
                 if rec["speed"].get(k) and src.get(k):
                     rec["speed"][k.replace("_per_s", "_vs_torch")] = round(rec["speed"][k] / src[k], 3)
+    if cfg.harness.tasks:
+        from llmbuild.evaluation import harness
+        from llmbuild.evaluation.runtimes import artifact_runtime
+
+        runtime = artifact_runtime(backend, artifact_dir, export_record, cfg.threads)
+        lm = harness.make_lm(runtime, model_dir, cfg.harness, trust_remote_code, ref.get("harness_max_length"))
+        rec["harness"] = harness.compare(harness.evaluate(lm, cfg.harness), ref_summary.get("harness") or {})
     return rec
 
 
@@ -330,8 +367,10 @@ def figures(rec: dict) -> dict[str, float]:
     return out
 
 
-def apply_gates(rec: dict, gates: dict) -> list[dict]:
-    """Each gate against each evaluation figure it bounds (llmbuild.stages.verify.GATES)."""
+def apply_gates(rec: dict, gates: dict, cfg=None) -> list[dict]:
+    """Each gate against each evaluation figure it bounds (llmbuild.stages.verify.GATES), and with the
+    recipe's eval settings `cfg`, each eval.harness.max_drop gate against the harness scores."""
+    from llmbuild.evaluation import harness
     from llmbuild.stages.verify import GATES
 
     figs = figures(rec)
@@ -345,6 +384,8 @@ def apply_gates(rec: dict, gates: dict) -> list[dict]:
                 if _match(pattern, name):
                     ok = value >= limit if op == ">=" else value <= limit
                     results.append({"gate": gate, "figure": name, "value": value, "limit": limit, "passed": bool(ok)})
+    if cfg is not None and rec.get("harness"):
+        results += harness.gates(rec["harness"], cfg.harness.max_drop)
     return results
 
 

@@ -196,10 +196,9 @@ def check_model(options, arch, model_dir: Path | None, key: str) -> None:
     if arch.activation not in arch.gguf_activations:
         raise InvalidInput(f"{key}: config.json hidden_act {arch.activation!r}, but llama.cpp's {arch.gguf_arch} "
                            f"architecture computes {', '.join(arch.gguf_activations)}")
-    if arch.expert_count and arch.norm_topk_prob != arch.gguf_norm_topk:
-        raise InvalidInput(f"{key}: config.json norm_topk_prob is {str(arch.norm_topk_prob).lower()}, but llama.cpp's "
-                           f"{arch.gguf_arch} graph {'always' if arch.gguf_norm_topk else 'never'} renormalizes the "
-                           "top-k expert weights: the GGUF would compute another model")
+    refusal = arch.gguf_refusal()
+    if refusal:
+        raise InvalidInput(f"{key}: {refusal}")
     if model_dir is not None:
         read_vocab(Path(model_dir), arch.vocab)
 
@@ -292,6 +291,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     stats = file_stats(path)
     ctx, ctx_note = ckpt.arch.gguf_context()
     return {
+        **_rope_switch(ckpt.arch),
         "file": path.name,
         "quant": options.quant,
         "file_type": QUANTS[options.quant][1] if options.quant in QUANTS else LLAMA_CPP_QUANTS[options.quant],
@@ -747,9 +747,31 @@ atexit.register(_close_all)
 
 def _n_ctx(record: dict, need: int, wanted: int) -> int:
     """`wanted` positions, but no more than the file's context when `need` fits in it (llama.cpp warns of
-    a training-context overflow for a context larger than the file declares)."""
-    declared = record.get("context_length")
-    return min(wanted, declared) if declared and need <= declared else wanted
+    a training-context overflow for a context larger than the file declares), and no more than the
+    rope's switch length when `need` fits in that (see _rope_switch)."""
+    for limit in (record.get("context_length"), record.get("rope_switch_context")):
+        if limit and need <= limit:
+            wanted = min(wanted, limit)
+    return wanted
+
+
+def _rope_switch(arch) -> dict:
+    """A rope whose frequencies change past a length (LongRoPE): llama.cpp picks them by the context it
+    runs with (llama_model::get_rope_factors: the long factors for every token when n_ctx is over the
+    original context), where transformers switches once a sequence passes it. Sequences within the
+    original context therefore run with n_ctx no larger than it, so both use the short factors."""
+    longer = arch.rope.longer()
+    if not longer:
+        return {}
+    n = longer[0]
+    # llama.cpp rounds n_ctx up to a multiple of 256 (llama_context: GGML_PAD(n_ctx, 256))
+    short = (f"for inputs of up to {n} tokens keep n_ctx at {n} or less to compute what the model computes"
+             if n >= 256 and n % 256 == 0 else
+             f"llama.cpp rounds n_ctx up to a multiple of 256, so inputs of up to {n} tokens run with the long "
+             "factors here where transformers uses the short ones")
+    return {"rope_switch_context": n,
+            "rope_note": f"llama.cpp uses the LongRoPE long factors for every token once n_ctx is over {n} tokens "
+                         f"(transformers: once a sequence passes {n}); {short}"}
 
 
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
@@ -870,6 +892,8 @@ class Gguf(Backend):
             used = sorted({f["used"] for f in record["fallbacks"]})
             notes.append(f"{len(record['fallbacks'])} of {record.get('tensors')} tensors stored as {'/'.join(used)}: "
                          f"their rows are not whole {record['quant']} blocks (llama.cpp's fallback)")
+        if record.get("rope_note"):
+            notes.append(record["rope_note"])
         if isinstance(record.get("imatrix"), dict):
             im = record["imatrix"]
             notes.append(f"importance matrix from `{im['text']}` ({im['tokens']} tokens), shipped as `{im['file']}`")

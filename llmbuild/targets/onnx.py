@@ -23,7 +23,15 @@ The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmb
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
 projections, RotaryEmbedding on q and k, one Attention node (grouped-query heads, past key/value in,
 present out, an additive mask, a window per sliding-window layer), an RMSNormalization per head of q
-and k where the family has them, and the SiLU-gated MLP. Linear layers are Gemm(transB=1) on
+and k where the family has them, and the gated MLP. The facts other families add are ops on that
+skeleton: Gemma's (1 + w) norms an Add on the scale, its sqrt(hidden) embedding scale a Mul, its
+query_pre_attn_scalar Attention's `scale`, attention soft-capping Attention's `softcap` (applied before
+the mask, as transformers does), the final logit cap Div/Tanh/Mul in float32, the post-attention and
+post-MLP norms two more RMSNormalizations, GELU-tanh ONNX Gelu(approximate="tanh"); Phi-3's fused
+qkv_proj and gate_up_proj one Gemm each, then Split; per-layer ropes (Gemma 3's two bases) their own
+cos/sin; LongRoPE's factors chosen per pass by a Where on the largest position id, as transformers'
+longrope_frequency_update does, with cos/sin scaled by its attention factor; partial rotary
+RotaryEmbedding's `rotary_embedding_dim`. Linear layers are Gemm(transB=1) on
 [tokens, features], so weights keep the checkpoint's [out, in] layout (written without a transpose) and
 tied embeddings are one initializer read by both the Gather and the output Gemm.
 
@@ -63,8 +71,9 @@ EXTERNAL_DATA = ("auto", "always", "never")
 # 23 is the first opset with Attention, RotaryEmbedding and RMSNormalization; 24 only revises
 # Attention (an optional input this graph does not use). Both are checked against transformers.
 OPSETS = (23, 24)
-# activations the graph computes (config.json hidden_act): the SiLU-gated MLP
-ACTIVATIONS = ("silu", "swish")
+# activations the gated MLP computes (config.json hidden_act / hidden_activation) -> how: SiLU, or ONNX
+# Gelu's tanh approximation (transformers' gelu_pytorch_tanh and gelu_new are that formula)
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
 PROTOBUF_LIMIT = 2 << 30  # bytes: protobuf cannot serialize a message larger than 2 GiB
 AUTO_EXTERNAL_ABOVE = 1.5e9  # bytes of weights: auto keeps a margin below the limit for the graph itself
 DATA_FILE = "model.onnx.data"
@@ -120,11 +129,7 @@ def check_model(options, arch, key: str) -> None:
     """Model checks: what the graph computes is what the model computes, and the file fits protobuf."""
     if arch.activation not in ACTIVATIONS:
         raise InvalidInput(f"{key}: model config hidden_act {arch.activation!r} is not supported by the onnx "
-                           "backend, whose MLP is SiLU-gated")
-    for fact, value in (("an RMSNorm weight offset", arch.norm_offset), ("an embedding scale", arch.embedding_scale),
-                        ("attention soft-capping", arch.attn_softcap), ("final logit soft-capping", arch.final_softcap)):
-        if value:
-            raise InvalidInput(f"{key}: {arch.name} has {fact} ({value}), which the onnx graph does not compute yet")
+                           f"backend, whose gated MLP computes {', '.join(ACTIVATIONS)}")
     if options.external_data == "never":
         nbytes = arch.estimate_params() * (4 if options.dtype == "fp32" else 2)
         if nbytes > AUTO_EXTERNAL_ABOVE:
@@ -377,9 +382,11 @@ def _graph(arch, elem: int, weight_of: dict[str, str], quant: str = "none", bloc
                   f"{module}.Gemm", transB=1)
 
     def rms_norm(x: str, module: str) -> str:
+        scale = weight_of[f"{module}.weight"]
+        if arch.norm_offset:  # Gemma: x * (1 + w), w as stored
+            scale = op("Add", [scale, const("norm_offset", np.array(arch.norm_offset, np_dt))], f"{module}.scale")
         # stash_type float32: the reduction runs in float32 for fp16 models too, as transformers does
-        return op("RMSNormalization", [x, weight_of[f"{module}.weight"]], module,
-                  axis=-1, epsilon=arch.eps, stash_type=TensorProto.FLOAT)
+        return op("RMSNormalization", [x, scale], module, axis=-1, epsilon=arch.eps, stash_type=TensorProto.FLOAT)
 
     def head_norm(x: str, module: str, heads: int) -> str:
         """RMSNorm over each head of a [tokens, heads * head_dim] projection (q/k norms)."""
@@ -393,13 +400,10 @@ def _graph(arch, elem: int, weight_of: dict[str, str], quant: str = "none", bloc
                 "shape3", axis=0)
     tokens = op("Reshape", ["input_ids", "minus_one"], "tokens")
     h = op("Gather", [weight_of[f"{arch.EMBED}.weight"], tokens], "embed", axis=0)
+    if arch.embedding_scale:  # Gemma: times sqrt(hidden), in the weights' dtype as transformers does
+        h = op("Mul", [h, const("embedding_scale", np.array(arch.embedding_scale, np_dt))], "embed_scaled")
 
-    # rotary angles in float32 (position * inverse frequency), shared by every layer
-    pos = op("Cast", [op("Unsqueeze", ["position_ids", "minus_one"], "pos3")], "pos_f", to=TensorProto.FLOAT)
-    angles = op("Mul", [pos, const("inv_freq", arch.rope.inv_freq())], "angles")
-    cos, sin = op("Cos", [angles], "cos32"), op("Sin", [angles], "sin32")
-    if elem != TensorProto.FLOAT:
-        cos, sin = op("Cast", [cos], "cos", to=elem), op("Cast", [sin], "sin", to=elem)
+    rotary = _rotary_caches(arch, op, const, elem)
 
     # attention mask [batch, 1, seq, past+seq]: key j is visible to query i (absolute index past+i)
     # when j <= past+i, attention_mask[j] is 1, and, in sliding-window layers, j > past+i-window.
@@ -427,38 +431,47 @@ def _graph(arch, elem: int, weight_of: dict[str, str], quant: str = "none", bloc
         masks[w] = op("Where", [v, no_bias, hidden_value], f"mask_{w or 'full'}")
 
     attn_2d = const("attn_2d_shape", np.array([-1, arch.heads * hd], np.int64))
+    attn_attrs = _attention_attrs(arch)
     routing: list[str] = []
     for i in range(arch.layers):
         L = arch.layer(i)
         p = f"model.layers.{i}"
         x = rms_norm(h, L.attn_norm)
-        q, k, v = linear(x, L.q), linear(x, L.k), linear(x, L.v)
+        q, k, v = _qkv(x, L, arch, linear, op, const)
         if L.q_norm:
             q = head_norm(q, L.q_norm, arch.heads)
         if L.k_norm:
             k = head_norm(k, L.k_norm, arch.kv_heads)
         q, k, v = (op("Reshape", [t, shape3], f"{p}.{n}3") for t, n in ((q, "q"), (k, "k"), (v, "v")))
-        q = op("RotaryEmbedding", [q, cos, sin], f"{p}.q_rope", num_heads=arch.heads)
-        k = op("RotaryEmbedding", [k, cos, sin], f"{p}.k_rope", num_heads=arch.kv_heads)
+        cos, sin, rope_attrs = rotary[i]
+        q = op("RotaryEmbedding", [q, cos, sin], f"{p}.q_rope", num_heads=arch.heads, **rope_attrs)
+        k = op("RotaryEmbedding", [k, cos, sin], f"{p}.k_rope", num_heads=arch.kv_heads, **rope_attrs)
         y = op("Attention", [q, k, v, masks[L.window], f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
                f"{p}.attn", outputs=[f"{p}.attn", f"present.{i}.key", f"present.{i}.value"],
-               q_num_heads=arch.heads, kv_num_heads=arch.kv_heads, softmax_precision=TensorProto.FLOAT)
-        y = op("Reshape", [y, attn_2d], f"{p}.attn_2d")
-        h = op("Add", [h, linear(y, L.o)], f"{p}.attn_residual")
+               q_num_heads=arch.heads, kv_num_heads=arch.kv_heads, softmax_precision=TensorProto.FLOAT, **attn_attrs)
+        y = linear(op("Reshape", [y, attn_2d], f"{p}.attn_2d"), L.o)
+        if L.post_attn_norm:
+            y = rms_norm(y, L.post_attn_norm)
+        h = op("Add", [h, y], f"{p}.attn_residual")
         x = rms_norm(h, L.ffn_norm)
         if L.moe is not None:  # a mixture of experts in place of the MLP (onnx_moe.py)
             y, route = onnx_moe.block(op, const, linear, x, L, arch, elem, quant, block_size, accuracy_level, shape3)
             routing.append(route)
             h = op("Add", [h, y], f"{p}.mlp_residual")
             continue
-        gate = linear(x, L.gate)
-        silu = op("Mul", [gate, op("Sigmoid", [gate], f"{p}.mlp.sigmoid")], f"{p}.mlp.silu")
-        mlp = op("Mul", [silu, linear(x, L.up)], f"{p}.mlp.gated")
-        h = op("Add", [h, linear(mlp, L.down)], f"{p}.mlp_residual")
+        gate, up = _gate_up(x, L, linear, op)
+        mlp = linear(op("Mul", [_activation(arch, gate, f"{p}.mlp", op), up], f"{p}.mlp.gated"), L.down)
+        if L.post_ffn_norm:
+            mlp = rms_norm(mlp, L.post_ffn_norm)
+        h = op("Add", [h, mlp], f"{p}.mlp_residual")
 
     logits = linear(rms_norm(h, arch.FINAL_NORM), arch.LM_HEAD)
     if elem != TensorProto.FLOAT:
         logits = op("Cast", [logits], "logits_f32", to=TensorProto.FLOAT)
+    if arch.final_softcap:  # Gemma 2: cap * tanh(logits / cap), in float32
+        cap = const("final_softcap", np.array(arch.final_softcap, np.float32))
+        logits = op("Mul", [op("Tanh", [op("Div", [logits, cap], "logits_scaled")], "logits_tanh"), cap],
+                    "logits_capped")
     op("Reshape", [logits, shape3], "logits")
 
     kv_shape = ["batch_size", arch.kv_heads, "past_sequence_length", hd]
@@ -475,6 +488,86 @@ def _graph(arch, elem: int, weight_of: dict[str, str], quant: str = "none", bloc
         top_k = arch.experts_per_token
         outputs.append(helper.make_tensor_value_info(name, TensorProto.INT64, ["batch_size", "sequence_length", top_k]))
     return helper.make_graph(nodes, "llmbuild-decoder", inputs, outputs, initializer=consts)
+
+
+def _rotary_caches(arch, op, const, elem) -> list[tuple[str, str, dict]]:
+    """Per layer: the (cos, sin) inputs of its RotaryEmbedding nodes and their attributes.
+
+    Angles are position * inverse frequency in float32; layers sharing a rope share the nodes (Gemma 3's
+    sliding and global layers have two). A rope whose frequencies change with the sequence (LongRoPE)
+    picks them per forward pass as transformers' longrope_frequency_update does: the long set for all
+    tokens once the largest position id reaches the original context. cos and sin are multiplied by the
+    kind's attention factor; partial rotary turns the first `rotary_embedding_dim` of each head.
+    """
+    import numpy as np
+    from onnx import TensorProto
+
+    pos = op("Cast", [op("Unsqueeze", ["position_ids", "minus_one"], "pos3")], "pos_f", to=TensorProto.FLOAT)
+    made: dict[bytes, tuple[str, str]] = {}
+    out = []
+    for i in range(arch.layers):
+        rope = arch.layer_rope(i)
+        inv, longer, factor = rope.inv_freq(), rope.longer(), rope.attention_factor()
+        ident = inv.tobytes() + (longer[1].tobytes() + str(longer[0]).encode() if longer else b"") + str(factor).encode()
+        if ident not in made:
+            n = f"rope{len(made)}" if made else "rope"
+            freqs = const(f"{n}.inv_freq", inv)
+            if longer:
+                top = op("ReduceMax", ["position_ids"], f"{n}.max_position", keepdims=0)
+                past = op("GreaterOrEqual", [top, const(f"{n}.original", np.array(longer[0], np.int64))], f"{n}.past")
+                freqs = op("Where", [past, const(f"{n}.long_inv_freq", longer[1]), freqs], f"{n}.freqs")
+            angles = op("Mul", [pos, freqs], f"{n}.angles")
+            cos, sin = op("Cos", [angles], f"{n}.cos32"), op("Sin", [angles], f"{n}.sin32")
+            if factor != 1.0:
+                scale = const(f"{n}.attention_factor", np.array(factor, np.float32))
+                cos, sin = op("Mul", [cos, scale], f"{n}.cos_scaled"), op("Mul", [sin, scale], f"{n}.sin_scaled")
+            if elem != TensorProto.FLOAT:
+                cos, sin = op("Cast", [cos], f"{n}.cos", to=elem), op("Cast", [sin], f"{n}.sin", to=elem)
+            made[ident] = (cos, sin)
+        attrs = {"rotary_embedding_dim": rope.dim} if rope.dim != arch.head_dim else {}
+        out.append((*made[ident], attrs))
+    return out
+
+
+def _attention_attrs(arch) -> dict:
+    """Attention attributes beyond the heads: a q.k scale other than 1/sqrt(head_dim) (Gemma's
+    query_pre_attn_scalar) and soft-capping of the scores before the mask (Gemma 2), as onnxruntime
+    applies `softcap`: cap * tanh(scores / cap)."""
+    attrs = {}
+    if not math.isclose(arch.attn_scale, arch.head_dim ** -0.5, rel_tol=1e-7):
+        attrs["scale"] = float(arch.attn_scale)
+    if arch.attn_softcap:
+        attrs["softcap"] = float(arch.attn_softcap)
+    return attrs
+
+
+def _qkv(x: str, L, arch, linear, op, const) -> tuple[str, str, str]:
+    """q, k, v of a layer: three projections, or one fused one (Phi-3's qkv_proj) split [q | k | v]."""
+    import numpy as np
+
+    if not L.qkv:
+        return linear(x, L.q), linear(x, L.k), linear(x, L.v)
+    sizes = [arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim, arch.kv_heads * arch.head_dim]
+    names = [f"{L.qkv}.{t}" for t in ("q", "k", "v")]
+    op("Split", [linear(x, L.qkv), const(f"qkv_split_{'_'.join(map(str, sizes))}", np.array(sizes, np.int64))],
+       f"{L.qkv}.Split", outputs=names, axis=-1)
+    return names[0], names[1], names[2]
+
+
+def _gate_up(x: str, L, linear, op) -> tuple[str, str]:
+    """gate and up of a layer's MLP: two projections, or one fused one (Phi-3's gate_up_proj) whose
+    first half is the gate (transformers' `chunk(2, dim=-1)`)."""
+    if not L.gate_up:
+        return linear(x, L.gate), linear(x, L.up)
+    names = [f"{L.gate_up}.gate", f"{L.gate_up}.up"]
+    op("Split", [linear(x, L.gate_up)], f"{L.gate_up}.Split", outputs=names, axis=-1, num_outputs=2)
+    return names[0], names[1]
+
+
+def _activation(arch, gate: str, prefix: str, op) -> str:
+    if ACTIVATIONS[arch.activation] == "gelu_tanh":
+        return op("Gelu", [gate], f"{prefix}.gelu", approximate="tanh")
+    return op("Mul", [gate, op("Sigmoid", [gate], f"{prefix}.sigmoid")], f"{prefix}.silu")
 
 
 def _metadata(meta: ArtifactMeta, dtype: str) -> dict[str, str]:

@@ -98,6 +98,7 @@ class _Layout:
 
     groups: tuple
     pattern: object
+    norm_offset: float = 0.0  # the norms compute x * (offset + w) (Gemma: 1)
     arch: object = None  # the architecture: a mixture of experts names its expert linears (expert_of)
 
     def __iter__(self):
@@ -105,7 +106,7 @@ class _Layout:
 
 
 def _layout(arch) -> _Layout:
-    return _Layout(arch.linear_groups(), arch.LAYER_WEIGHT, arch)
+    return _Layout(arch.linear_groups(), arch.LAYER_WEIGHT, arch.norm_offset, arch)
 
 
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
@@ -179,8 +180,9 @@ def needs_calibration(options) -> bool:
     return options.quant == "int4_awq" or (options.quant == "fp8" and options.fp8_activation_scales == "calibrated")
 
 
-# bump when this writer's output changes for the same options (2: the AWQ search scores 11 alphas, not 21)
-WRITER_REVISION = 2
+# bump when this writer's output changes for the same options (2: the AWQ search scores 11 alphas, not 21;
+# 3: calibration runs each layer with its sliding window, as the model does)
+WRITER_REVISION = 3
 
 
 def key_extra(options) -> dict:
@@ -494,8 +496,10 @@ class _Converter:
             norm = _norm_of(src, self.layout) if self.algo == "W4A16_AWQ" else None
             if norm is not None:
                 layer, g = norm
-                # fuse_prequant_layernorm: norm.weight * pre_quant_scale (= 1 / smoothing scale)
-                x = x.float() / self.stats[layer][g.linears[0]]["scale"]
+                # fuse_prequant_layernorm: norm.weight * pre_quant_scale (= 1 / smoothing scale); a norm
+                # computing x * (offset + w) stores (offset + w) / scale - offset
+                off = self.layout.norm_offset
+                x = (x.float() + off) / self.stats[layer][g.linears[0]]["scale"] - off
             return {src: x.to(self.dtype).contiguous()}
         layer, name, proj, group = lin
         w = x.float()
@@ -696,13 +700,14 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
 
     cfg = AutoConfig.from_pretrained(str(ckpt.dir))
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+        skeleton = _skeleton(AutoModelForCausalLM, cfg)
     inner = skeleton.model
     hidden = _embed(ckpt, batches, f"{ckpt.arch.EMBED}.weight")
+    if ckpt.arch.embedding_scale:  # Gemma: the embedding module multiplies by sqrt(hidden)
+        hidden = hidden * ckpt.arch.embedding_scale
     rotary = type(inner.rotary_emb)(config=skeleton.config)
     pos = torch.arange(batches.shape[1])[None].expand(batches.shape[0], -1)
-    with torch.no_grad():
-        pe = rotary(hidden, pos)
+    pe_of, mask_of = _layer_inputs(ckpt.arch, cfg, rotary, hidden, pos)
     n_layers = cfg.num_hidden_layers
     source = _Source(ckpt)
     stats: dict = {}
@@ -727,7 +732,7 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
                 lambda m, a, key=g.linears[0], store=captured: store.__setitem__(
                     key, a[0].reshape(-1, a[0].shape[-1]).detach())))
         with torch.no_grad():
-            hidden = layer(hidden, position_embeddings=pe, position_ids=pos, attention_mask=None)
+            hidden = layer(hidden, position_embeddings=pe_of(i), position_ids=pos, attention_mask=mask_of(i))
         for h in hooks:
             h.remove()
         stats[i] = {}
@@ -749,6 +754,40 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
         _trim_heap()
         progress(i + 1, n_layers, f"calibrating layer {i}")
     return stats
+
+
+def _skeleton(auto, cfg):
+    """The model class on the meta device, with SDPA attention where the family has it (eager where it
+    does not: Gemma 2's soft-capping)."""
+    import torch
+
+    try:
+        return auto.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    except ValueError:
+        return auto.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+
+
+def _layer_inputs(arch, cfg, rotary, hidden, pos):
+    """What a decoder layer takes besides its input, as the model's forward makes it: the rotary cos/sin
+    (per layer type where the family has two ropes, Gemma 3), and an additive causal mask with the
+    layer's sliding window (explicit: eager attention has no causal default)."""
+    import inspect
+
+    import torch
+
+    types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+    with torch.no_grad():
+        if "layer_type" in inspect.signature(rotary.forward).parameters:
+            pe = {t: rotary(hidden, pos, t) for t in set(types)}
+        else:
+            pe = dict.fromkeys(set(types), rotary(hidden, pos))
+    n = pos.shape[1]
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None]
+    masks = {}
+    for w in set(arch.windows):
+        visible = (k <= q) & ((k > q - w) if w else True)
+        masks[w] = torch.where(visible, 0.0, torch.finfo(torch.float32).min)[None, None]
+    return (lambda i: pe[types[i]]), (lambda i: masks[arch.windows[i]])
 
 
 def _trim_heap() -> None:

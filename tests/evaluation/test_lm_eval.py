@@ -70,7 +70,7 @@ def test_scorer_matches_lm_evaluation_harness(tiny_models, tmp_path, monkeypatch
     model_dir = tiny_models["LlamaForCausalLM"]
     names = {"llmbuild_mmlu_sample": "mmlu", "llmbuild_hellaswag_sample": "hellaswag"}
     res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=list(names),
-                                  task_manager=TaskManager(include_path=str(task_yamls(tmp_path / "tasks"))),
+                                  task_manager=TaskManager(include_path=str(task_yamls(tmp_path / "tasks")), include_defaults=False),
                                   batch_size=1, device="cpu", log_samples=True, num_fewshot=0)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = TorchModel(model_dir)
@@ -93,3 +93,46 @@ def test_scorer_matches_lm_evaluation_harness(tiny_models, tmp_path, monkeypatch
         r = res["results"][task]
         assert sum(o["acc"] for o in ours) / len(ours) == pytest.approx(r["acc,none"])
         assert sum(o["acc_norm"] for o in ours) / len(ours) == pytest.approx(r["acc_norm,none"])
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_builtin_scorer_matches_the_harness_through_the_adapters(tiny_models, tmp_path, monkeypatch, runtime):
+    """The built-in MMLU/HellaSwag scorer and the harness's own task configs, the latter through
+    llmbuild's lm_eval adapter, on the same runtime: the same log-likelihood per request, the same
+    acc and acc_norm. This is why both are kept (see llmbuild/evaluation/__init__.py)."""
+    from transformers import AutoTokenizer
+
+    from llmbuild.checkpoint import open_checkpoint
+    from llmbuild.config import HarnessConfig
+    from llmbuild.evaluation import harness
+    from llmbuild.evaluation.runtimes import artifact_runtime, source_runtime
+    from llmbuild.evaluation.torch_runtime import TorchModel
+    from llmbuild.targets import onnx
+    from llmbuild.targets.common import ArtifactMeta
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model_dir = tiny_models["LlamaForCausalLM"]
+    if runtime == "torch":
+        rt = source_runtime(TorchModel(model_dir), 2)
+    else:
+        out = tmp_path / "onnx"
+        out.mkdir()
+        rec = onnx.export(open_checkpoint(model_dir), onnx.Options(), out, ArtifactMeta(name="t"), lambda *a: None)
+        rt = artifact_runtime(onnx.BACKEND, out, rec, threads=2)
+    names = {"llmbuild_mmlu_sample": "mmlu", "llmbuild_hellaswag_sample": "hellaswag"}
+    cfg = HarnessConfig(tasks=list(names), include_path=str(task_yamls(tmp_path / "tasks")), num_fewshot=0,
+                        bootstrap_iters=10)
+    res = harness.evaluate(harness.make_lm(rt, model_dir, cfg), cfg, log_samples=True)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    for task, fmt in names.items():
+        docs = [mc.DOCS[fmt](r) for r in data.read_mc(SAMPLES / f"{fmt}-sample.jsonl", fmt, "t")]
+        samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
+        ours = []
+        for doc, s in zip(docs, samples):
+            reqs = mc.requests(doc, tok, 256)
+            lls = [mc.loglikelihood(lg, r["ids"], r["n_cont"]) for r, lg in zip(reqs, rt.logits([r["ids"] for r in reqs]))]
+            assert lls == pytest.approx([r[0][0] for r in s["resps"]], rel=1e-6)
+            ours.append(mc.score(doc, lls))
+        m = res["tasks"][task]["metrics"]
+        assert sum(o["acc"] for o in ours) / len(ours) == pytest.approx(m["acc"]["value"])
+        assert sum(o["acc_norm"] for o in ours) / len(ours) == pytest.approx(m["acc_norm"]["value"])

@@ -94,8 +94,9 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     kv, types = fields(out / rec["file"])
     cfg = json.loads((tiny_models[arch] / "config.json").read_text())
     family = archs.arch_class(arch)
+    bound = archs.for_config(cfg)
     a = family.gguf_arch
-    head_dim = TINY[arch].get("head_dim", 16)
+    head_dim = bound.head_dim
     expected = {
         "general.architecture": a, "general.name": "acme/Tiny Model", "general.license": "other",
         "general.license.name": "acme-license", "general.license.link": "https://example.com/LICENSE",
@@ -104,9 +105,10 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
         "general.base_model.0.repo_url": "https://huggingface.co/acme/tiny-base",
         "general.quantized_by": "llmbuild test",
         "general.file_type": int(gguf.LlamaFileType["ALL_F32" if quant == "f32" else f"MOSTLY_{quant.upper()}"]),
-        f"{a}.context_length": 256, f"{a}.embedding_length": 64, f"{a}.block_count": 2,
-        f"{a}.feed_forward_length": 128, f"{a}.attention.head_count": 4, f"{a}.attention.head_count_kv": 2,
-        f"{a}.rope.freq_base": archs.for_config(cfg).rope.theta, f"{a}.vocab_size": 512, f"{a}.rope.dimension_count": head_dim,
+        f"{a}.context_length": 256, f"{a}.embedding_length": 64, f"{a}.block_count": bound.layers,
+        f"{a}.feed_forward_length": 128, f"{a}.attention.head_count": 4,
+        f"{a}.attention.head_count_kv": bound.kv_heads, f"{a}.rope.freq_base": bound.rope.theta,
+        f"{a}.vocab_size": 512, f"{a}.rope.dimension_count": bound.rope.dim,
         # llama.cpp's key/value lengths, written where config.json states head_dim (the converter's rule)
         f"{a}.attention.key_length": head_dim if cfg.get("head_dim") else None,
         f"{a}.attention.value_length": head_dim if cfg.get("head_dim") else None,
@@ -121,15 +123,15 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     assert kv["tokenizer.ggml.token_type"][:4] == [2, 3, 3, 6]  # unknown, control, control, byte
     # every checkpoint tensor is in the file, under llama.cpp's name, with llama.cpp's type choice; a
     # mixture of experts' expert matrices as three stacked tensors per layer
-    bound = archs.for_config(cfg)
+    computed = bound.rope.kind.gguf_tensors(bound.rope)  # rope tensors made from the config
     stacked = len(bound.expert_sources())
     n_src = len(open_checkpoint(tiny_models[arch]).tensor_names)
-    assert len(types) == n_src - stacked + (3 * bound.layers if stacked else 0) == rec["tensors"]
+    assert len(types) == n_src - stacked + (3 * bound.layers if stacked else 0) + len(computed) == rec["tensors"]
     assert ("blk.1.ffn_down_exps.weight" if stacked else "blk.1.ffn_down.weight") in types
     assert "output_norm.weight" in types
     assert ("blk.0.attn_q.bias" in types) == family.qkv_bias
     assert ("blk.0.attn_q_norm.weight" in types) == ("blk.1.attn_k_norm.weight" in types) == family.qk_norm
-    tied = bool(TINY[arch].get("tie_word_embeddings"))
+    tied = bound.tied
     assert ("output.weight" in types) == (not tied)  # the tiny models that tie have no output matrix
     base = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[quant]
     out_matrix = "token_embd.weight" if tied else "output.weight"
@@ -168,9 +170,13 @@ def test_llamacpp_logits_match_transformers(exports, reference, arch, quant):
         decided = top2[:, 1] - top2[:, 0] > 2 * full["max_abs_diff"]
         assert decided.mean() > 0.9 and (r.argmax(-1) == a.argmax(-1))[decided].all(), full
     if quant == "f32":
-        # measured 1.5e-4 .. 1.8e-4 (llama.cpp's converter: 0.033 at q8_0 on the 19M model)
-        assert full["max_abs_diff"] < 1e-3 and full["top1"] == 1.0, full
-    assert abs(full["kld_mean"] - kv["kld_mean"]) < 1e-6
+        # measured 1.5e-4 .. 1.8e-4 on logits below 1 (llama.cpp's converter: 0.033 at q8_0 on the 19M
+        # model); Gemma's and Phi-3's tiny models have logits up to ~10: 2e-3 .. 4e-3 there, the same
+        # relative error
+        scale = max(1.0, float(np.abs(np.concatenate(ref)).max()))
+        assert full["max_abs_diff"] < 1e-3 * scale and full["top1"] == 1.0, full
+    # one token at a time takes other kernels: KLDs agree to 1e-6, or to 1% where the logits are ~10x larger
+    assert abs(full["kld_mean"] - kv["kld_mean"]) < max(1e-6, 0.01 * full["kld_mean"])
 
 
 
