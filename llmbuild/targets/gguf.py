@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 from llmbuild.targets.gguf_vocab import read_vocab
 
@@ -706,6 +706,7 @@ class Gguf(Backend):
     runtime = Runtime(RUNTIME_DIST, "llama_cpp", INSTALL_HINT)
     path_options = PATH_OPTIONS
     card_library = "gguf"
+    client = Client(RUNTIME_DIST, "llama_cpp", INSTALL_HINT, "the GGUF's vocab and tokenizer.chat_template")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -737,11 +738,25 @@ class Gguf(Backend):
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import gguf_client
+
+        return gguf_client.open_session(artifact_dir, record, threads)
+
     def usage(self, target, record, files):
         path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
         return [f"`{target}` with llama.cpp (`pip install llama-cpp-python`):", "", "```python",
                 "from llama_cpp import Llama", f"llm = Llama(model_path='{path}')",
                 "print(llm('Hello', max_tokens=32)['choices'][0]['text'])", "```", ""]
+
+    def serving(self, target, record):
+        """llama.cpp's server and llama-cpp-python's, on the file with its declared context."""
+        path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
+        ctx = record.get("context_length")
+        return {"llama-server": [f"llama-server -m {path} --jinja --host 127.0.0.1 --port 8080"
+                                 + (f" -c {ctx}" if ctx else "")],
+                "llama_cpp.server": [f"python -m llama_cpp.server --model {path} --host 127.0.0.1 --port 8080"
+                                     + (f" --n_ctx {ctx}" if ctx else "")]}
 
     def notes(self, record):
         notes = super().notes(record)

@@ -54,8 +54,8 @@ from pathlib import Path
 
 from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_quant
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets import onnx_layout, onnx_quant
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
 NAME = "onnx"
@@ -195,7 +195,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         if (ckpt.dir / name).is_file():
             shutil.copyfile(ckpt.dir / name, out_dir / name)
             files.append(name)
-    return onnx_quant.apply(out_dir, options, {
+    record = onnx_quant.apply(out_dir, options, {
         "files": files,
         "format": "onnx",
         "precision": options.dtype,
@@ -208,6 +208,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "num_parameters": n_params,
         "bytes": sum((out_dir / f).stat().st_size for f in model_files),
     })
+    # the clients' layout: onnx/model{suffix}.onnx, genai_config.json, a tokenizer_config.json 4.x loads
+    return onnx_layout.apply(out_dir, record, ckpt.config, arch, arch.context)
 
 
 def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
@@ -583,7 +585,7 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     """
     import numpy as np
 
-    sess = _session(Path(artifact_dir) / "model.onnx", record.get("execution_provider", "cpu"))
+    sess = _session(Path(artifact_dir) / record.get("file", "model.onnx"), record.get("execution_provider", "cpu"))
     pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
     kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
     out_names = [o.name for o in sess.get_outputs()]
@@ -613,6 +615,8 @@ class Onnx(Backend):
     tools = TOOLS
     runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
     card_library = "onnx"
+    client = Client("onnxruntime-genai", "onnxruntime_genai", "pip install 'llmbuild[clients]' (onnxruntime-genai)",
+                    "the folder's tokenizer files and chat template (genai_config.json)")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -625,6 +629,9 @@ class Onnx(Backend):
 
     def default_gates(self, options):
         return default_gates(options)
+
+    def key_extra(self, options):
+        return {"layout": onnx_layout.REVISION}
 
     def runtime_available(self):
         return runtime_available()
@@ -640,11 +647,16 @@ class Onnx(Backend):
 
         return onnx_runtime.generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import onnx_client
+
+        return onnx_client.open_session(artifact_dir, record, threads)
+
     def usage(self, target, record, files):
-        return [f"`{target}` with onnxruntime (inputs `input_ids`, `attention_mask`, `position_ids`, "
-                "`past_key_values.N.key/value`; outputs `logits`, `present.N.key/value`):", "", "```python",
-                "import onnxruntime as ort", f"sess = ort.InferenceSession('artifacts/{target}/model.onnx')",
-                "print([i.name for i in sess.get_inputs()])", "```", ""]
+        return onnx_layout.usage(target, record)
+
+    def serving(self, target, record):
+        return onnx_layout.serving(target, record)
 
 
 BACKEND = Onnx()

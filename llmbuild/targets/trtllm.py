@@ -57,7 +57,7 @@ from pathlib import Path
 
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import modelopt_loader
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
 
 NAME = "trtllm"
@@ -1244,6 +1244,8 @@ class Trtllm(Backend):
     runtime = Runtime(RUNTIME_DIST, "transformers", "pip install transformers torch")
     path_options = ("calibration_text",)
     no_speed = SPEED_SKIPPED
+    # vLLM, SGLang and TensorRT-LLM tokenize with transformers from the folder's files
+    client = Client("transformers", "transformers", "pip install transformers", "the folder's tokenizer files")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -1272,6 +1274,11 @@ class Trtllm(Backend):
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import hf_client
+
+        return hf_client.open_session(self, artifact_dir, record, threads)
+
     def usage(self, target, record, files):
         serve = record.get("serve") or {}
         return [f"`{target}` with TensorRT-LLM or vLLM (run in `artifacts/{target}/`; see its SERVE.md):", "",
@@ -1288,8 +1295,15 @@ class Trtllm(Backend):
         return notes
 
     def serving(self, target, record):
+        """SERVE.md's lines (written in the folder at export) from the build folder, plus vLLM's CPU build,
+        whose `vllm serve` entry point is missing (hf.serving_lines says why)."""
         serve = record.get("serve") or {}
-        return {k: [v] for k, v in serve.items() if k in ("trtllm-serve", "vllm") and v}
+        d = f"artifacts/{target}"
+        out = {k: [f"cd {d} && {serve[k]}"] for k in ("trtllm-serve", "vllm") if serve.get(k)}
+        if serve.get("vllm"):
+            out["vllm-cpu"] = [f"cd {d} && " + serve["vllm"].replace(
+                "vllm serve .", "python -m vllm.entrypoints.openai.api_server --model .", 1)]
+        return out
 
 
 BACKEND = Trtllm()
