@@ -4,12 +4,12 @@ The recipe is Hydra's primary config: `recipe=NAME` picks `NAME.yaml` from the r
 (`$LLMBUILD_RECIPES`, os.pathsep-separated, then ./recipes, then the recipes/ shipped beside conf/),
 or `recipe=path/to/file.yaml`. `conf/` is on the search path, so recipes compose its groups.
 Every composition is checked before Hydra runs it, so a bad key or value ends with one line and
-exit 2 instead of Hydra's multi-line error; a sweep (-m) is checked combination by combination.
+exit 2 instead of Hydra's multi-line error; a sweep (-m) is checked combination by combination, and
+llmbuild/multirun.py handles the rest of a sweep (launcher and sweeper plugins, its folder, its exit code).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import sys
@@ -62,18 +62,10 @@ def split_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
 
 
 def _combinations(overrides: list[str]) -> list[list[str]]:
-    """Every combination a sweep (-m) would run, as plain override lists."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    """Every combination a sweep (-m) would run, as plain override lists (llmbuild/report/sweep.py)."""
+    from llmbuild.report.sweep import combinations
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for o in parsed:
-        if o.is_sweep_override():
-            key = o.get_key_element()
-            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            choices.append([o.input_line])
-    return [list(c) for c in itertools.product(*choices)]
+    return combinations(overrides)
 
 
 def _error_line(e: Exception) -> str:
@@ -131,8 +123,9 @@ def _composition_error(recipe_file: Path, overrides: list[str], e: Exception) ->
     return f"{recipe_file.name}: {_error_line(e)}"
 
 
-def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = ()):
-    """Compose a recipe with overrides (Hydra's Compose API); InvalidInput on any composition error."""
+def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = (), hydra_config: bool = False):
+    """Compose a recipe with overrides (Hydra's Compose API); InvalidInput on any composition error.
+    hydra_config keeps the `hydra` node (launcher, sweeper, sweep folder) for a multirun's checks."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -145,7 +138,8 @@ def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = ())
     sp = "hydra.searchpath=[" + ",".join(searchpath) + "]"
     try:
         with initialize_config_dir(config_dir=str(recipe_file.parent), version_base="1.3"):
-            return hydra_compose(config_name=recipe_file.stem, overrides=[*overrides, sp])
+            return hydra_compose(config_name=recipe_file.stem, overrides=[*overrides, sp],
+                                 return_hydra_config=hydra_config)
     except Exception as e:  # Hydra and OmegaConf raise many types for a bad recipe
         raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
     finally:
@@ -156,31 +150,58 @@ _results: list[int] = []
 _recipe_file: list[Path] = []
 
 
-def _task(cfg) -> int:
+def _task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from llmbuild.config import typed_config
     from llmbuild.engine import run_build
 
+    _library_environment()  # a launcher's worker process starts without main()
+    outcome: dict = {}
+    error = None
+    bc = None
     try:
         bc = typed_config(cfg)
-        bc.recipe_file = str(_recipe_file[0]) if _recipe_file else None
-        code = run_build(bc)
+        bc.recipe_file = str(_recipe_file[0]) if _recipe_file else _recipe_from_hydra()
+        code = run_build(bc, outcome)
     except BuildError as e:
+        error = str(e)
         print(f"llmbuild: error: {e}", file=sys.stderr)
         code = e.exit_code
     except Exception as e:  # a bug: one line here, the traceback in the build log
         if _disk_full(e):
             # a disk that filled outside a stage (the build folder's documents): the environment, not a bug
-            print(f"llmbuild: error: {e.filename or 'the outputs folder'}: {e.strerror}", file=sys.stderr)
-            _results.append(2)
-            return 2
-        from llmbuild.ui import log_bug
+            error, code = f"{e.filename or 'the outputs folder'}: {e.strerror}", 2
+        else:
+            from llmbuild.ui import log_bug
 
-        where = log_bug(e)
-        print(f"llmbuild: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
-              f" please report it with {where}", file=sys.stderr)
-        code = 1
+            where = log_bug(e)
+            error = (f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                     f"please report it with {where}")
+            code = 1
+        print(f"llmbuild: error: {error}", file=sys.stderr)
     _results.append(code)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from llmbuild import multirun
+
+        return multirun.job_finished(HydraConfig.get(), code, outcome, error,
+                                     bc.build.objective if bc is not None else None)
     return code
+
+
+def _recipe_from_hydra() -> str | None:
+    """The recipe file in a launcher's worker, where _recipe_file was never set: Hydra's primary config
+    folder and name travel with the job's config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    for src in hc.runtime.config_sources:
+        if src.provider == "main" and src.schema == "file":
+            return str(Path(str(src.path)) / f"{hc.job.config_name}.yaml")
+    return None
 
 
 def _disk_full(e: Exception) -> bool:
@@ -260,20 +281,42 @@ def _main(argv: list[str]) -> int:
     overrides = [o if not o.startswith("recipe=") else f"recipe={recipe_file.stem}" for o in overrides]
     extra_dirs = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f in ("--config-dir", "-cd")]
     multirun = any(f in ("-m", "--multirun") for f in flags)
-    try:
-        combos = _combinations(overrides) if multirun else [overrides]
-    except Exception as e:  # Hydra's override grammar: a sweep that does not parse
-        raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
+    builds = not any(f in _HYDRA_FLAGS_WITHOUT_BUILD for f in flags)
+    sweep_dir = None
+    if multirun and any(f in ("--cfg", "-c", "--info", "-i") for f in flags):
+        raise InvalidInput("-m: a sweep cannot be combined with --cfg or --info; print one combination's config "
+                           "without -m")
+    if multirun:
+        from llmbuild import multirun as mr
+
+        mr.check_plugins(recipe_file, overrides)
+        try:
+            combos = _combinations(overrides)
+        except Exception as e:  # Hydra's override grammar: a sweep that does not parse
+            raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
+        first = compose(recipe_file, combos[0], extra_dirs, hydra_config=True)
+        # a search's parameters (hydra.sweeper.params) are checked value by value, like a sweep's combinations
+        combos += [[*combos[0], o] for o in mr.search_overrides(first)]
+    else:
+        combos = [overrides]
     for combo in combos:
         cfg = compose(recipe_file, combo, extra_dirs)
-        if not any(f in _HYDRA_FLAGS_WITHOUT_BUILD for f in flags):
+        if builds:
             from llmbuild.config import typed_config
 
-            typed_config(cfg)  # targets' options are checked here too, before anything runs
-    return _run_hydra(recipe_file, flags, overrides, multirun)
+            bc = typed_config(cfg)  # targets' options are checked here too, before anything runs
+            if multirun:
+                from llmbuild.plan import make_plan
+
+                make_plan(bc)  # the plan's static checks for every combination, before the first build
+                mr.check_objective(bc, str(first.hydra.sweeper.get("_target_", "")))
+    if multirun and builds:
+        sweep_dir, overrides = mr.pin_sweep_dir(first, overrides)
+    return _run_hydra(recipe_file, flags, overrides, multirun, sweep_dir)
 
 
-def _run_hydra(recipe_file: Path, flags: list[str], overrides: list[str], multirun: bool) -> int:
+def _run_hydra(recipe_file: Path, flags: list[str], overrides: list[str], multirun: bool,
+               sweep_dir: Path | None = None) -> int:
     import hydra
 
     from llmbuild.config import register_schema
@@ -283,10 +326,35 @@ def _run_hydra(recipe_file: Path, flags: list[str], overrides: list[str], multir
     task = hydra.main(version_base="1.3", config_path=str(recipe_file.parent), config_name=recipe_file.stem)(_task)
     saved = sys.argv
     sys.argv = [saved[0] if saved else "llmbuild", *flags, *overrides, sp]
+    launcher_failed = False
+    if sweep_dir is not None:
+        # let an exception from the sweeper or launcher (a worker that died) reach us instead of Hydra
+        # printing its traceback: one line here, the traceback in a log, the summary says which jobs
+        # never reported
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         task()
+    except Exception as e:
+        if sweep_dir is None:
+            raise
+        from llmbuild.ui import log_bug
+
+        print(f"llmbuild: error: the sweep's launcher failed ({type(e).__name__}: "
+              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); traceback in {log_bug(e)}",
+              file=sys.stderr)
+        launcher_failed = True
+    except KeyboardInterrupt:
+        if sweep_dir is not None:  # what finished is kept: say so before stopping
+            from llmbuild import multirun
+
+            multirun.finish(sweep_dir, launcher_failed=True)
+        raise
     finally:
         sys.argv = saved
+    if sweep_dir is not None:
+        from llmbuild import multirun
+
+        return multirun.finish(sweep_dir, launcher_failed)
     if not _results:
         return 0  # --cfg, --info, --help: Hydra printed what was asked
     return max(_results) if all(r in (0, 2, 3, 4) for r in _results) else 1

@@ -145,6 +145,10 @@ class BuildSettings:
     outputs_dir: str = "outputs"  # builds go to <outputs_dir>/<recipe>/<build-id>/
     cache_dir: Optional[str] = None  # stage cache (default: $LLMBUILD_CACHE or <outputs_dir>/.cache)
     dry_run: bool = False  # print the plan and which stages are cached, build nothing
+    # what a search sweeper (hydra/sweeper=optuna) optimises: FIGURE or TARGET.FIGURE from the sweep summary
+    # (size_mb, bits_per_weight, kld, top1, ppl_ratio, golden_em, gen_tok_s, prompt_tok_s); a build whose
+    # gate failed scores the worst value, so gates are the search's constraints. Unused by plain builds.
+    objective: Optional[str] = None
 
 
 @dataclass

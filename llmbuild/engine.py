@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import importlib.metadata
 import json
 import os
@@ -19,6 +20,7 @@ import platform
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from llmbuild import __version__
@@ -42,13 +44,17 @@ STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "ex
 
 
 def tool_versions(dists) -> dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "absent"
-    return out
+    return {d: _dist_version(d) for d in dists}
+
+
+@functools.cache
+def _dist_version(dist: str) -> str:
+    # once per process: every stage key asks, and each lookup scans site-packages (a third of an unchanged
+    # rebuild's time before this cache)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def default_model_name(bc: BuildConfig) -> str:
@@ -111,29 +117,48 @@ class Build:
     def stage(self, name: str, kind: str, key_parts: dict, fn, tools=(), commit: bool = True) -> Entry | None:
         key = self.key(kind, key_parts, tools)
         t0 = time.monotonic()
-        hit = self.cache.lookup(kind, key) if commit else None
+        hit, damaged = self.cache.get(kind, key) if commit else (None, None)
+        note: dict = {}
+        if damaged:
+            # a file of the committed entry changed after the commit (edited in a build folder, truncated
+            # by a full disk, bit rot): never reuse it; say why in the log and the manifest
+            note["reason"] = f"cache entry damaged: {damaged}"
+            self.ui.warn(f"[{name}] cache entry {key[:12]} refused: {damaged}; running the stage again")
         if hit:
             status = "reused"
             self.ui.say(f"[{name}] reused from cache ({key[:12]})", style="dim")
             entry = hit
         elif self.dry:
             self.ui.say(f"[{name}] would run ({key[:12]})")
-            self.stages.append({"stage": name, "key": key, "status": "would run", "seconds": 0.0})
+            self.stages.append({"stage": name, "key": key, "status": "would run", "seconds": 0.0, **note})
             return None
         else:
             self.ui.say(f"[{name}] running")
+            # another build may be computing this very stage (a sweep, a second user on a shared cache):
+            # cache.run waits for its lock and then reuses its entry instead of computing it twice
             try:
-                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit)
+                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit, on_wait=lambda: self.ui.say(
+                    f"[{name}] waiting: another build is running this stage ({key[:12]})"))
             except OSError as e:
                 if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 # Cache.run removed the partial output: name the file, keep no entry (exit 2)
                 raise InvalidInput(f"{e.filename or self.cache.root}: no space left on device while {name} wrote it; "
                                    f"the partial output was removed and the cache keeps no entry for {name}") from None
-            status = "run"
-            self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
+            if entry.damaged and not damaged:
+                note["reason"] = f"cache entry damaged: {entry.damaged}"
+                self.ui.warn(f"[{name}] cache entry {key[:12]} refused: {entry.damaged}; ran the stage again")
+            if entry.waited >= 0.05:
+                note["waited_s"] = round(entry.waited, 3)
+            if entry.reused:
+                status = "reused"
+                self.ui.say(f"[{name}] reused from cache after waiting {entry.waited:.1f} s for another build",
+                            style="dim")
+            else:
+                status = "run"
+                self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
         self.stages.append({"stage": name, "key": key, "status": status,
-                            "seconds": round(time.monotonic() - t0, 3)})
+                            "seconds": round(time.monotonic() - t0, 3), **note})
         return entry
 
     # -- the build ----------------------------------------------------------------------------------
@@ -491,18 +516,35 @@ def _new_build_dir(root: Path, config_digest: str) -> Path:
 
 def _point_latest(root: Path, build_dir: Path) -> None:
     link = root / "latest"
-    tmp = root / f".latest.{os.getpid()}"
+    tmp = root / f".latest.{os.getpid()}.{uuid.uuid4().hex[:8]}"  # unique across machines sharing the folder
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(build_dir.name)
     os.replace(tmp, link)  # atomic: readers see the old or the new build, never neither
 
 
-def run_build(bc: BuildConfig) -> int:
+def _check_writable(folder: Path, config_key: str) -> None:
+    """Fail before any work, naming the key, when builds cannot be written under folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InvalidInput(f"{config_key}: {folder} is not writable ({e.strerror}); point {config_key} at a "
+                           f"writable folder") from None
+
+
+def run_build(bc: BuildConfig, outcome: dict | None = None) -> int:
+    """Build; `outcome`, when given, receives the build folder as soon as it exists (for sweep summaries)."""
     from llmbuild.report import document
 
     ui = UI()
     outputs = Path(bc.build.outputs_dir)
-    cache = Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache")
+    if not bc.build.dry_run:
+        _check_writable(outputs / bc.recipe, "build.outputs_dir")
+    cache_key = "build.cache_dir" if bc.build.cache_dir else "build.outputs_dir"
+    cache = Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache", config_key=cache_key,
+                  readonly=bc.build.dry_run)  # a dry run writes nothing, so it also plans on a read-only cache
     started = time.time()
     if bc.build.dry_run:
         import tempfile
@@ -510,9 +552,10 @@ def run_build(bc: BuildConfig) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             b = Build(bc, cache, ui, Path(tmp))
             b.run()
-        cache.stat_cache.save()
         return 0
     build_dir = _new_build_dir(outputs / bc.recipe, sha256_json(bc.raw))
+    if outcome is not None:
+        outcome["build_dir"] = str(build_dir.resolve())
     ui.attach_log(build_dir / "build.log")
     ui.say(f"llmbuild {__version__}: recipe {bc.recipe} -> {build_dir}")
     b = Build(bc, cache, ui, build_dir)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -65,9 +66,15 @@ class StatCache:
         if not (self.path and self._dirty):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self._data))
-        os.replace(tmp, self.path)
+        # unique per process and machine: builds sharing a cache save at the same time (the last one wins,
+        # which only costs the others a re-hash)
+        tmp = self.path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            tmp.write_text(json.dumps(self._data))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return
         self._dirty = False
 
 

@@ -11,12 +11,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def cli_env(env: dict | None = None) -> dict:
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "LLMBUILD_RECIPES": str(REPO / "tests" / "recipes"),
          "PYTHONPATH": str(REPO), **(env or {})}
     e.pop("LLMBUILD_CACHE", None)
-    return subprocess.run([sys.executable, "-m", "llmbuild.cli", *args], cwd=cwd, env=e, capture_output=True,
-                          text=True, timeout=timeout)
+    return e
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600,
+            wrap: list[str] = ()) -> subprocess.CompletedProcess:
+    """`wrap`: a command the CLI runs under (e.g. `unshare ... exec "$@"`)."""
+    return subprocess.run([*wrap, sys.executable, "-m", "llmbuild.cli", *args], cwd=cwd, env=cli_env(env),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def corpus_override() -> str:

@@ -81,5 +81,7 @@ def load() -> KB:
     """The knowledge base, parsed once per process."""
     import yaml
 
+    # libyaml's loader when PyYAML has it: 10x faster on this 60 KB file, which every build reads
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(DATA / "licenses.yaml", encoding="utf-8") as f:
-        return KB(yaml.safe_load(f))
+        return KB(yaml.load(f, Loader=loader))
