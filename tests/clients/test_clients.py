@@ -20,7 +20,7 @@ from tests.helpers import REPO, corpus_override, latest, manifest, run_cli
 # the tiny recipe plus the hf target; onnxruntime-genai's tokenizer is held to the source by the assertions
 # below, not by the gate, so the build itself passes whatever that version of the tokenizers does
 ARGS = ["recipe=tiny", corpus_override(), "+targets.hf16.backend=hf", "+targets.hf16.dtype=bfloat16",
-        "+targets.onnx32.gates.min_client_agreement=0"]
+        "+targets.hf16.gates.min_client_agreement=1.0", "+targets.onnx32.gates.min_client_agreement=0"]
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +106,14 @@ def test_client_stage_measures_each_client(build):
 
 
 def test_client_gates():
-    """min_client_agreement (1.0 unless set) bounds the share of golden prompts tokenized as the source, and
+    """min_client_agreement (when set) bounds the share of golden prompts tokenized as the source, and
     min_golden_em also bounds the golden exact match the client gives."""
     from llmbuild.evaluation import clients
 
     rec = {"tokenization": {"share": 0.5}, "golden": {"exact_match": 0.25}}
-    got = {g["gate"]: g for g in clients.apply_gates(rec, {})}
+    assert clients.apply_gates(rec, {}) == []  # reported, not gated, unless the recipe asks
+    got = {g["gate"]: g for g in clients.apply_gates(rec, {"min_client_agreement": 1.0})}
     assert got["min_client_agreement"]["limit"] == 1.0 and not got["min_client_agreement"]["passed"]
-    assert "min_golden_em" not in got
     got = {g["gate"]: g for g in clients.apply_gates(rec, {"min_client_agreement": 0.5, "min_golden_em": 0.3})}
     assert got["min_client_agreement"]["passed"] and not got["min_golden_em"]["passed"]
     assert got["min_golden_em"]["figure"] == "client.golden.exact_match"
@@ -137,8 +137,11 @@ def test_fixture_build_records_each_client_gate(build):
     m = manifest(build)
     for name in ("onnx32", "gguf8", "hf16"):
         c = art(m, name)["client"]
-        g = next(x for x in c["gates"] if x["gate"] == "min_client_agreement")
-        assert g["value"] == c["tokenization"]["share"] and g["limit"] == (0 if name == "onnx32" else 1.0)
+        gates = [x for x in c["gates"] if x["gate"] == "min_client_agreement"]
+        if name == "gguf8":
+            assert gates == []  # not set: reported only
+            continue
+        assert gates[0]["value"] == c["tokenization"]["share"] and gates[0]["limit"] == (0 if name == "onnx32" else 1.0)
 
 
 def test_hf_folder_loads_and_validates_as_a_hub_repo(build):
