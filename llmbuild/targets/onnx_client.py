@@ -24,6 +24,8 @@ class GenaiSession:
         self.og = og
         self.version = importlib.metadata.version("onnxruntime-genai")
         cfg = og.Config(str(folder))
+        # the evaluation's thread count, as every runtime gets (a user's default is all cores)
+        cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads)}}}}))
         self.model = og.Model(cfg)
         self.tok = og.Tokenizer(self.model)
         self.eos = set(_eos_ids(folder))

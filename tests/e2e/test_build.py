@@ -36,7 +36,7 @@ def test_build_outputs(first_build):
         for f in a["files"]:
             assert (d / f["path"]).is_file()
             assert f["sha256"] and len(f["sha256"]) == 64
-    assert (d / "artifacts" / "onnx32" / "model.onnx").is_file()
+    assert (d / "artifacts" / "onnx32" / "onnx" / "model.onnx").is_file()  # where transformers.js and optimum look
     assert any(p.suffix == ".gguf" for p in (d / "artifacts" / "gguf8").iterdir())
     # inputs are recorded with digests
     assert all(len(v["sha256"]) == 64 for v in m["inputs"]["files"].values())
