@@ -395,16 +395,16 @@ def _client_section(build, rows) -> list[str]:
         tok = f"{t['agree']}/{t['golden_prompts']}" if t else "-"
         lines.append(f"| `{r['name']}` | {c.get('client')} {c.get('client_version', '')} | {tok} | {pair('exact_match')} | "
                      f"{pair('token_f1')} | {pair('contains')} | {mc} | {reqs} | {speed} | {gates} |")
-        for d in t.get("differ") or []:
-            src = " ".join(f"`{p!r}`({i})" for i, p in d["source"])
-            cli = " ".join(f"`{p!r}`({i})" for i, p in d["client"])
-            notes.append(f"`{r['name']}` golden prompt {d['index']} (\"{d['prompt']}\"): first differs at token "
-                         f"{d['position']} of {d['source_tokens']} (client: {d['client_tokens']} tokens): source {src}; "
-                         f"client {cli}")
         if t and t.get("agree", 0) < t.get("golden_prompts", 0):
-            notes.append(f"`{r['name']}`: {t['golden_prompts'] - t['agree']} of {t['golden_prompts']} golden prompts "
-                         f"reach the model as other token ids through {c.get('client')} ({c.get('tokenizer')}) than "
-                         "through the source's tokenizer")
+            line = (f"`{r['name']}`: {t['golden_prompts'] - t['agree']} of {t['golden_prompts']} golden prompts reach "
+                    f"the model as other token ids through {c.get('client')} ({c.get('tokenizer')}) than through the "
+                    "source's tokenizer")
+            for d in (t.get("differ") or [])[:1]:  # the first; eval.json has more
+                src = " ".join(f"`{p!r}`({i})" for i, p in d["source"])
+                cli = " ".join(f"`{p!r}`({i})" for i, p in d["client"])
+                line += (f"; e.g. prompt {d['index']} (\"{d['prompt']}\") first differs at token {d['position']} of "
+                         f"{d['source_tokens']} (client: {d['client_tokens']}): source {src}, client {cli}")
+            notes.append(line)
         if sp.get("status") == "skipped":
             notes.append(f"`{r['name']}` speed: {sp.get('reason')}")
     return lines + (["", *(f"- {n}" for n in notes)] if notes else [])
