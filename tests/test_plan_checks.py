@@ -70,16 +70,15 @@ def test_unknown_rope_scaling_type(tmp_path, models):
 
 
 def test_tokenizer_no_target_can_map_stops_before_export(tmp_path, models):
-    def wordpiece(d: Path):
-        (d / "tokenizer.model").unlink()
-        tj = json.loads((d / "tokenizer.json").read_text())
-        tj["model"]["type"] = "WordPiece"
-        (d / "tokenizer.json").write_text(json.dumps(tj))
+    from tests.tokenizers.helpers import train_wordpiece
 
     d = local(tmp_path, models["llama"])
-    wordpiece(d)
-    assert_refused(tmp_path, ["recipe=tiny", "model.source=local", f"model.path={d}"], "tokenizer.json",
-                   "WordPiece")
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
+        (d / name).unlink()
+    for f in train_wordpiece(tmp_path / "wordpiece").iterdir():
+        shutil.copy(f, d / f.name)
+    assert_refused(tmp_path, ["recipe=tiny", "model.source=local", f"model.path={d}"], "targets.gguf8",
+                   "tokenizer.json", "WordPiece")
 
 
 @pytest.mark.parametrize("source", ["init", "local"])
