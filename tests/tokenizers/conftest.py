@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tokenizers.helpers import vocab_dir
+from tests.tokenizers.helpers import tokenizer_from_gguf, vocab_dir
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def rebuilt(request):
         src = models / f"ggml-vocab-{name}.gguf"
         d = root / f"{name}-{src.stat().st_size}"
         if not (d / "tokenizer_config.json").is_file():
-            tok = _from_gguf(models, src.name)
+            tok = tokenizer_from_gguf(models, src.name)
             tmp = root / f".{d.name}.part"
             shutil.rmtree(tmp, ignore_errors=True)
             tok.save_pretrained(tmp)
@@ -31,11 +31,3 @@ def rebuilt(request):
         return d
 
     return get
-
-
-def _from_gguf(models: Path, file: str):
-    from transformers import AutoTokenizer, GemmaTokenizer
-
-    if "gemma" in file:  # AutoTokenizer reads Gemma 4's config too, which transformers' GGUF reader cannot map
-        return GemmaTokenizer.from_pretrained(models, gguf_file=file)
-    return AutoTokenizer.from_pretrained(models, gguf_file=file)

@@ -135,3 +135,12 @@ def train_wordpiece(root: Path) -> Path:
     tok.save(str(root / "tokenizer.json"))
     (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
     return root
+
+
+def tokenizer_from_gguf(models: Path, file: str):
+    """The transformers tokenizer transformers rebuilds from a GGUF file's metadata."""
+    from transformers import AutoTokenizer, GemmaTokenizer
+
+    if "gemma" in file:  # AutoTokenizer reads Gemma 4's config too, which transformers' GGUF reader cannot map
+        return GemmaTokenizer.from_pretrained(models, gguf_file=file)
+    return AutoTokenizer.from_pretrained(models, gguf_file=file)
