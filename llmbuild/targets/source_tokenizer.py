@@ -85,6 +85,9 @@ def _load(model_dir: Path) -> SourceTokenizer:
         raise InvalidInput(f"{model_dir}: no tokenizer.model or tokenizer.json; every artifact ships the "
                            "model's tokenizer")
     file = tj if tj.is_file() else spm
+    if remote_code(model_dir):
+        raise InvalidInput(f"{model_dir / 'tokenizer_config.json'}: the tokenizer is the model's own Python code "
+                           "(auto_map), which no runtime's tokenizer can follow")
     from transformers import AutoTokenizer
 
     try:
@@ -107,6 +110,15 @@ def _load(model_dir: Path) -> SourceTokenizer:
             src.special_ids[name] = tid
     _probe_specials(src)
     return src
+
+
+def remote_code(model_dir: Path) -> bool:
+    """Whether tokenizer_config.json points AutoTokenizer at Python code shipped with the model."""
+    cfg = Path(model_dir) / "tokenizer_config.json"
+    try:
+        return "auto_map" in json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _probe_specials(src: SourceTokenizer) -> None:

@@ -84,3 +84,45 @@ def test_real_template_on_its_vocab_tokenizes_the_same(rebuilt, tmp_path, vocab,
     rec = export_gguf(d, tmp_path / "out")
     llm = llama_vocab(tmp_path / "out" / rec["file"])
     assert llama_chat_ids(llm, CHAT) == hf_chat_ids(AutoTokenizer.from_pretrained(d), CHAT)
+
+
+def test_named_templates_travel(base, tmp_path):
+    """transformers 5's named templates (additional_chat_templates/NAME.jinja): GGUF's
+    tokenizer.chat_template.NAME, and tokenizer_config.json's list form in the ONNX folder."""
+    import gguf
+
+    from llmbuild.targets import tokenizer_files
+
+    d = tmp_path / "m"
+    shutil.copytree(base, d)
+    (d / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    (d / "additional_chat_templates").mkdir()
+    (d / "additional_chat_templates" / "tool_use.jinja").write_text("tools: {{ messages[0]['content'] }}")
+    rec = export_gguf(d, tmp_path / "gguf")
+    fields = gguf.GGUFReader(tmp_path / "gguf" / rec["file"]).fields
+    assert fields["tokenizer.chat_template"].contents() == "{{ messages[0]['content'] }}"
+    assert fields["tokenizer.chat_template.tool_use"].contents() == "tools: {{ messages[0]['content'] }}"
+    out = tmp_path / "folder"
+    out.mkdir()
+    assert "additional_chat_templates/tool_use.jinja" in tokenizer_files.ship(d, out)
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == [
+        {"name": "default", "template": "{{ messages[0]['content'] }}"},
+        {"name": "tool_use", "template": "tools: {{ messages[0]['content'] }}"}]
+
+
+def test_tokenizer_in_model_code(base, tmp_path):
+    """A tokenizer that is the model's own Python (auto_map): the ONNX folder ships it as it is, the GGUF
+    cannot carry it."""
+    from llmbuild.errors import InvalidInput
+    from llmbuild.targets import gguf as G
+    from llmbuild.targets import tokenizer_files
+
+    d = tmp_path / "m"
+    shutil.copytree(base, d)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg["auto_map"] = {"AutoTokenizer": ["tokenization_acme.AcmeTokenizer", None]}
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    tokenizer_files.check(d, "targets.o")
+    with pytest.raises(InvalidInput, match=r"^targets\.g: .*tokenizer_config\.json: the tokenizer is the model's "
+                                           r"own Python code \(auto_map\)"):
+        G.check(G.Options(), json.loads((d / "config.json").read_text()), "targets.g", d)
