@@ -111,11 +111,15 @@ class Vocab:
         if name is None and (phi3 or mode == "nearest"):
             return  # decided at export, where the GGUF's name is known
         tid = wrong[0]
-        want = "/".join(k for k, v in zip(("lstrip", "rstrip"), self.strips[tid]) if v) or "no stripping"
+
+        def says(flags):
+            return "/".join(k for k, v in zip(("lstrip", "rstrip"), flags) if v) or "no stripping"
+
         hint = (" (llama.cpp strips them so only for a model whose name contains 'phi-3' or 'phi3': set "
                 "build.model_name)") if phi3 else ""
         what = (f"added token {self.tokens[tid].decode('utf-8', 'replace')!r} ({len(wrong)} in all) has "
-                f"{want} in the source, which llama.cpp does not apply to a GGUF named {name!r}{hint}")
+                f"{says(self.strips[tid])} in the source and {says(_llamacpp_strip(self, tid, name or ''))} in "
+                f"llama.cpp for a GGUF named {name!r}{hint}")
         if mode == "nearest":
             self.differences.append(f"{what}: whitespace next to it tokenizes differently")
             return

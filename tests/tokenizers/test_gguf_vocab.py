@@ -344,7 +344,7 @@ REFUSED = {
     "adds-another-token": (_other_added, r"adds \['<sep>'\] around every text"),
     "single-word": (_edit_added(_bpe(), single_word=True), "matches single words only"),
     "rstrip": (_edit_added(_bpe(special=("<s>", "</s>", "<|user|>")), rstrip=True),
-               "'<\\|user\\|>' .* has rstrip in the source"),
+               "'<\\|user\\|>' .* has rstrip in the source and no stripping in llama.cpp"),
     "normalized-added-token": (lambda root: added_tokens_tokenizer(root, normalized=True),
                                "'<tool>' .* is marked normalized, so transformers matches it as '▁<tool>'"),
     "gemma4-without-bos": (lambda root: sentencepiece_style_bpe(root, bos=False), "always adds BOS.* this tokenizer does not add BOS"),
@@ -387,7 +387,7 @@ def test_phi3_stripping_follows_the_gguf_name(tmp_path):
     d = tiny_model(tmp_path / "m", phi3_style(tmp_path / "tok"))
     G.check(G.Options(), json.loads((d / "config.json").read_text()), "targets.g", d)  # deferred to export
     (tmp_path / "a").mkdir()
-    with pytest.raises(InvalidInput, match=r"has rstrip in the source.*name contains 'phi-3' or 'phi3'"):
+    with pytest.raises(InvalidInput, match=r"has rstrip in the source and no stripping in llama.cpp.*name contains 'phi-3' or 'phi3'"):
         export_gguf(d, tmp_path / "a", name="tiny")
     rec = export_gguf(d, tmp_path / "b", name="tiny-phi-3-test")
     assert rec["tokenizer"]["model"] == "gpt2"
