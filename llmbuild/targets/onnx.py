@@ -52,9 +52,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_quant
+from llmbuild.targets import onnx_quant, tokenizer_files
 from llmbuild.targets.base import Backend, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
@@ -191,10 +190,11 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         _write_embedded(out_dir / "model.onnx", model, inits, stream)
     model_files = ["model.onnx", *([DATA_FILE] if external else [])]
     files = list(model_files)
-    for name in ("config.json", *TOKENIZER_FILES):
+    for name in ("config.json", "generation_config.json"):
         if (ckpt.dir / name).is_file():
             shutil.copyfile(ckpt.dir / name, out_dir / name)
             files.append(name)
+    files += tokenizer_files.ship(ckpt.dir, out_dir)
     return onnx_quant.apply(out_dir, options, {
         "files": files,
         "format": "onnx",
@@ -619,6 +619,8 @@ class Onnx(Backend):
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+        if model_dir is not None:
+            tokenizer_files.check(model_dir, key)  # the folder ships the tokenizer its clients load
 
     def precision(self, options):
         return precision(options)

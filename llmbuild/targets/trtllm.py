@@ -883,7 +883,7 @@ def inline_quant_config(options, arch) -> dict | None:
 
 
 def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
-    from llmbuild.checkpoint import TOKENIZER_FILES
+    from llmbuild.targets import tokenizer_files
 
     cfg = dict(ckpt.config)
     cfg["dtype"] = DTYPES[options.dtype]
@@ -894,9 +894,9 @@ def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
         cfg["quantization_config"] = inline
         (out_dir / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(options, ckpt.arch), indent=4) + "\n")
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    for name in TOKENIZER_FILES:
-        if (ckpt.dir / name).is_file():
-            shutil.copyfile(ckpt.dir / name, out_dir / name)
+    tokenizer_files.ship(ckpt.dir, out_dir)
+    if (ckpt.dir / "generation_config.json").is_file():
+        shutil.copyfile(ckpt.dir / "generation_config.json", out_dir / "generation_config.json")
     if not (out_dir / "generation_config.json").exists():
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
         (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
@@ -1250,6 +1250,10 @@ class Trtllm(Backend):
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+        if model_dir is not None:
+            from llmbuild.targets import tokenizer_files
+
+            tokenizer_files.check(model_dir, key)  # the checkpoint ships the tokenizer serving loads
 
     def precision(self, options):
         return precision(options)
