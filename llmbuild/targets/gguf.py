@@ -85,7 +85,7 @@ IMATRIX_NO_EFFECT = {"f32", "f16", "bf16", "q8_0"}
 
 # Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
 # mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q6_K 0.00545, Q5_K_M 0.0108, Q4_K_M 0.0313, Q4_0 0.0719,
-# Q2_K 0.445; formats.md) with room for small models, which quantize worse; the tiny test models
+# Q2_K 0.445; llama.cpp's tools/perplexity/README.md, PR #6936) with room for small models, which quantize worse; the tiny test models
 # measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a floor that catches a broken file (which agrees
 # on ~1/vocab of positions), not a quality bar: on models with near-tied logits it is noisy (tiny
 # Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90; tiny Qwen2: 1.0 at every quant). max_abs_diff

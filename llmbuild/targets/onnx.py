@@ -17,7 +17,7 @@ is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md:
 RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
 `torch.onnx.export` is not used: exporters hold the whole model and its traced graph, and
 transformers 5's cache objects are not the flat past-key-value tensors a graph takes (where Olive's
-capture modes failed; see formats.md).
+capture modes failed: docs/anchors.md).
 
 The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm

@@ -111,7 +111,7 @@ def _layout(arch) -> _Layout:
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
 # gguf target's bf16/f16 rows (the same rounding of the weights), max_ppl_ratio included. FP8 E4M3 keeps 3 mantissa bits on
 # weights *and* activations, INT4-AWQ 4 bits per weight: their KLD limits sit with llama.cpp's q8_0 and
-# q4_0 rows (formats.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
+# q4_0 rows (llama.cpp's tools/perplexity/README.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
 # (tests/targets/test_trtllm.py): FP8 top-1 0.90 / KLD 0.002, FP8 per-channel 0.95 / 0.002, INT4-AWQ
 # 0.92 / 0.013. Random-weight models have nearly flat next-token distributions whose top-2 gaps are
 # below quantization noise, so their top-1 agreement says little (the gpu-targets recipe sets its own).
