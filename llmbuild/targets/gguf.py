@@ -35,6 +35,7 @@ from typing import Optional
 from llmbuild.errors import InvalidInput
 from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
+from llmbuild.targets.gguf_vocab import MODES as TOKENIZER_MODES
 from llmbuild.targets.gguf_vocab import read_vocab
 
 NAME = "gguf"
@@ -84,7 +85,7 @@ IMATRIX_NO_EFFECT = {"f32", "f16", "bf16", "q8_0"}
 
 # Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
 # mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q6_K 0.00545, Q5_K_M 0.0108, Q4_K_M 0.0313, Q4_0 0.0719,
-# Q2_K 0.445; formats.md) with room for small models, which quantize worse; the tiny test models
+# Q2_K 0.445; llama.cpp's tools/perplexity/README.md, PR #6936) with room for small models, which quantize worse; the tiny test models
 # measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a floor that catches a broken file (which agrees
 # on ~1/vocab of positions), not a quality bar: on models with near-tied logits it is noisy (tiny
 # Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90; tiny Qwen2: 1.0 at every quant). max_abs_diff
@@ -127,6 +128,7 @@ class Options:
     imatrix: Optional[str] = None  # calibration text -> importance matrix for llama.cpp's quantizer: better 2-5 bit files, costs a torch pass over the text
     imatrix_chunk: int = 512  # tokens per calibration chunk (llama-imatrix's context); capped at the model's context
     threads: int = 0  # worker threads for convert+quantize; 0 = all cores. More is faster, holds more tensors at once
+    tokenizer: str = "match"  # match: refuse a tokenizer llama.cpp would run differently | nearest: also build the known near misses (transformers' Metaspace '▁' rule, token stripping) with llama.cpp's closest rule; the card says which texts differ
     gates: Gates = field(default_factory=Gates)  # parity gates; unset ones take default_gates(quant)
 
 
@@ -173,6 +175,8 @@ def check_options(options, key: str) -> None:
         raise InvalidInput(f"{key}.imatrix_chunk: {options.imatrix_chunk} is too small; llama-imatrix uses 512")
     if options.threads < 0:
         raise InvalidInput(f"{key}.threads: {options.threads} is negative; 0 means all cores")
+    if options.tokenizer not in TOKENIZER_MODES:
+        raise InvalidInput(f"{key}.tokenizer: unknown mode {options.tokenizer!r}; known: {', '.join(TOKENIZER_MODES)}")
 
 
 def check_model(options, arch, model_dir: Path | None, key: str) -> None:
@@ -187,7 +191,10 @@ def check_model(options, arch, model_dir: Path | None, key: str) -> None:
     if refusal:
         raise InvalidInput(f"{key}: {refusal}")
     if model_dir is not None:
-        read_vocab(Path(model_dir), arch.vocab)
+        try:
+            read_vocab(Path(model_dir), arch.vocab, options.tokenizer)
+        except InvalidInput as e:
+            raise InvalidInput(f"{key}: {e}") from None
 
 
 def check(options, hf_config: dict, key: str, model_dir: Path | None = None) -> None:
@@ -233,8 +240,12 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     path = Path(out_dir) / f"{_file_stem(meta.name)}-{options.quant}.gguf"
     threads = options.threads or _cores()
     t0 = time.monotonic()
+    # first: a tokenizer llama.cpp cannot run fails before anything is written; the name is checked
+    # here because llama.cpp strips spaces around special tokens by the model's name (Phi-3)
+    vocab = read_vocab(ckpt.dir, ckpt.arch.vocab, options.tokenizer)
+    vocab.check_name(meta.name, options.tokenizer)
     if not uses_llama_cpp(options):
-        vocab, n_params = _write(ckpt, options.quant, path, meta, threads, progress)
+        n_params = _write(ckpt, options.quant, path, meta, threads, progress, vocab)
         quantizer = {"name": "gguf-py", "version": _version("gguf")}
         extra = {}
     else:
@@ -243,7 +254,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         base = "f16" if _all_matrices_f16(ckpt) else "f32"
         tmp = Path(out_dir) / f".{path.stem}.{base}.gguf.part"
         try:
-            vocab, n_params = _write(ckpt, base, tmp, meta, threads, progress)
+            n_params = _write(ckpt, base, tmp, meta, threads, progress, vocab)
             extra = {"quantized_from": base}
             imatrix = None
             if options.imatrix:
@@ -278,22 +289,21 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "tensor_bytes": stats["tensor_bytes"],
         "bits_per_weight": stats["bits_per_weight"],
         "quantize_seconds": round(time.monotonic() - t0, 3),
-        "tokenizer": {"model": vocab.model, "pre": vocab.pre, "tokens": len(vocab.tokens), "file": vocab.source.name},
+        "tokenizer": vocab.record(),
     }
 
 
-def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress):
-    """Convert the checkpoint into a GGUF of a type gguf-py makes; returns (vocab, parameter count)."""
+def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress, vocab) -> int:
+    """Convert the checkpoint into a GGUF of a type gguf-py makes; returns the parameter count."""
     import gguf
     import numpy as np
 
     arch = ckpt.arch
-    vocab = read_vocab(ckpt.dir, arch.vocab)  # first: a tokenizer llama.cpp cannot run fails fast
     plan = _plan(ckpt, quant)
     writer = gguf.GGUFWriter(path, arch.gguf_arch)
     n_params = sum(math.prod(t.shape) for t in plan if t.srcs)
     _add_metadata(writer, arch, quant, meta, n_params)
-    vocab.add_to(writer, ckpt.dir)
+    vocab.add_to(writer)
     for t in plan:
         # the logical shape with a float dtype: gguf takes raw_dtype as the type and the shape as is
         writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
@@ -304,7 +314,7 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
         _write_tensors(writer, ckpt, plan, threads, progress)
     finally:
         writer.close()
-    return vocab, n_params
+    return n_params
 
 
 def _all_matrices_f16(ckpt) -> bool:
@@ -400,19 +410,71 @@ def _c_stderr_to(path: Path):
 
 
 def file_stats(path: Path) -> dict:
-    """What the file holds, read back with gguf-py: tensor types, tensor bytes and bits per weight
+    """What the file holds, read back from its header: tensor types, tensor bytes and bits per weight
     (tensor bytes * 8 / parameters, what llama.cpp prints as BPW)."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
     types: dict[str, int] = {}
     nbytes = elements = 0
-    for t in reader.tensors:
-        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
-        nbytes += int(t.n_bytes)
-        elements += int(t.n_elements)
-    return {"tensors": len(reader.tensors), "tensor_types": types, "tensor_bytes": nbytes,
+    infos = tensor_infos(path)
+    for _, n, ggml_type in infos:
+        qtype = gguf.GGMLQuantizationType(ggml_type)
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        types[qtype.name] = types.get(qtype.name, 0) + 1
+        nbytes += n // block * type_size
+        elements += n
+    return {"tensors": len(infos), "tensor_types": types, "tensor_bytes": nbytes,
             "bits_per_weight": round(nbytes * 8 / elements, 4) if elements else None}
+
+
+# byte sizes of GGUF's scalar metadata types (gguf.GGUFValueType: UINT8..FLOAT64, 8 = string, 9 = array)
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def tensor_infos(path: Path) -> list[tuple[str, int, int]]:
+    """(name, elements, GGML type) of every tensor, from the header alone.
+
+    Hand-written rather than gguf-py's GGUFReader, which builds a numpy view per metadata element: for a
+    128k-token vocab with its merges that is ~20 s per file, where skipping the metadata takes ~0.2 s.
+    """
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF":
+            raise RuntimeError(f"{path}: not a GGUF file")
+        _, n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
+        pos = 24
+
+        def skip(vtype: int, pos: int) -> int:
+            if vtype == 8:
+                return pos + 8 + struct.unpack_from("<Q", m, pos)[0]
+            if vtype == 9:
+                etype, count = struct.unpack_from("<IQ", m, pos)
+                pos += 12
+                if etype in _SCALAR_SIZES:
+                    return pos + count * _SCALAR_SIZES[etype]
+                for _ in range(count):
+                    pos = skip(etype, pos)
+                return pos
+            return pos + _SCALAR_SIZES[vtype]
+
+        for _ in range(n_kv):
+            pos += 8 + struct.unpack_from("<Q", m, pos)[0]  # the key
+            (vtype,) = struct.unpack_from("<I", m, pos)
+            pos = skip(vtype, pos + 4)
+        out = []
+        for _ in range(n_tensors):
+            (length,) = struct.unpack_from("<Q", m, pos)
+            name = m[pos + 8 : pos + 8 + length].decode("utf-8")
+            pos += 8 + length
+            (n_dims,) = struct.unpack_from("<I", m, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", m, pos + 4)
+            pos += 4 + 8 * n_dims
+            ggml_type, _ = struct.unpack_from("<IQ", m, pos)
+            pos += 12
+            out.append((name, math.prod(dims), ggml_type))
+        return out
 
 
 def _version(dist: str) -> str:
@@ -766,6 +828,8 @@ class Gguf(Backend):
                          f"their rows are not whole {record['quant']} blocks (llama.cpp's fallback)")
         if record.get("rope_note"):
             notes.append(record["rope_note"])
+        for diff in (record.get("tokenizer") or {}).get("differences", []):
+            notes.append(f"llama.cpp's tokenizer differs from the source's: {diff}")
         if isinstance(record.get("imatrix"), dict):
             im = record["imatrix"]
             notes.append(f"importance matrix from `{im['text']}` ({im['tokens']} tokens), shipped as `{im['file']}`")

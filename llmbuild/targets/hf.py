@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import portable_tokenizer
 from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
@@ -166,15 +165,9 @@ def _assign(names: list[str], sizes: dict[str, int], limit: int) -> list[list[st
 
 
 def _tokenizer(model_dir: Path, out_dir: Path) -> list[str]:
-    from llmbuild.checkpoint import TOKENIZER_FILES
+    from llmbuild.targets import tokenizer_files
 
-    written = []
-    for name in TOKENIZER_FILES:
-        if name != "generation_config.json" and (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, out_dir / name)
-            written.append(name)
-    portable_tokenizer.apply(out_dir)
-    return written
+    return tokenizer_files.ship(model_dir, out_dir)
 
 
 def runtime_available() -> bool:
@@ -194,6 +187,12 @@ class Hf(Backend):
 
     def check_options(self, options, key):
         check_options(options, key)
+
+    def check_model(self, options, arch, model_dir, key):
+        if model_dir is not None:
+            from llmbuild.targets import tokenizer_files
+
+            tokenizer_files.check(model_dir, key)  # the folder ships the tokenizer its users load
 
     def precision(self, options):
         return precision(options)

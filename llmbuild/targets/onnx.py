@@ -17,7 +17,7 @@ is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md:
 RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
 `torch.onnx.export` is not used: exporters hold the whole model and its traced graph, and
 transformers 5's cache objects are not the flat past-key-value tensors a graph takes (where Olive's
-capture modes failed; see formats.md).
+capture modes failed: docs/anchors.md).
 
 The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
@@ -52,9 +52,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_layout, onnx_quant
+from llmbuild.targets import onnx_layout, onnx_quant, tokenizer_files
 from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
@@ -191,10 +190,11 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         _write_embedded(out_dir / "model.onnx", model, inits, stream)
     model_files = ["model.onnx", *([DATA_FILE] if external else [])]
     files = list(model_files)
-    for name in ("config.json", *TOKENIZER_FILES):
+    for name in ("config.json", "generation_config.json"):
         if (ckpt.dir / name).is_file():
             shutil.copyfile(ckpt.dir / name, out_dir / name)
             files.append(name)
+    files += tokenizer_files.ship(ckpt.dir, out_dir)
     record = onnx_quant.apply(out_dir, options, {
         "files": files,
         "format": "onnx",
@@ -623,6 +623,8 @@ class Onnx(Backend):
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+        if model_dir is not None:
+            tokenizer_files.check(model_dir, key)  # the folder ships the tokenizer its clients load
 
     def precision(self, options):
         return precision(options)

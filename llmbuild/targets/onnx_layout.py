@@ -13,7 +13,8 @@ this module lays the folder out so that each client finds what it looks for, wit
   file, dims, input/output names (the graph uses the names the builder does), special ids, context
   length and search defaults. `past_present_share_buffer` is false: the graph's present key/values are
   past + new tokens long (ONNX Attention), not a buffer of the whole context (GroupQueryAttention).
-- tokenizer_config.json is made loadable by transformers 4.x as well as 5.x (portable_tokenizer.py).
+- the tokenizer files (tokenizer_files.ship) carry the chat template in tokenizer_config.json, in fields
+  transformers 4.x reads as well as 5.x (portable_tokenizer.py).
 The graph and everything it computes are unchanged; only names and side files differ.
 """
 
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from llmbuild.targets import portable_tokenizer
 
 SUBFOLDER = "onnx"
 # transformers.js' file suffix per precision (src/utils/dtypes.js DEFAULT_DTYPE_SUFFIX_MAPPING): its
@@ -56,7 +55,6 @@ def apply(out_dir: Path, record: dict, hf_config: dict, arch, context_length: in
         data_rel = f"{rel}_data"
         _relocate_external_data(dst, out_dir / SOURCE_DATA, out_dir / data_rel)
         model_files.append(data_rel)
-    written = portable_tokenizer.apply(out_dir)
     if len(model_files) > 1:
         # transformers.js reads external data only when config.json says so (models.js getSession)
         config = {**hf_config, "transformers.js_config": {"use_external_data_format": {Path(rel).name: 1}}}
@@ -65,7 +63,7 @@ def apply(out_dir: Path, record: dict, hf_config: dict, arch, context_length: in
     gen = _json(out_dir / "generation_config.json")
     (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(arch, hf_config, gen, rel, context_length,
                                                                 _tokenizer_eos(out_dir)), indent=4) + "\n")
-    extra = [f for f in ("config.json", GENAI_CONFIG, *written) if f not in files]
+    extra = [f for f in ("config.json", GENAI_CONFIG) if f not in files]
     return {**record, "file": rel, "files": [*model_files, *files, *extra],
             "layout": {"revision": REVISION, "transformers_js_dtype": JS_DTYPE[precision],
                        "onnxruntime_genai": GENAI_CONFIG, "optimum": {"subfolder": SUBFOLDER,

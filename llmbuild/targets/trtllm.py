@@ -111,7 +111,7 @@ def _layout(arch) -> _Layout:
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
 # gguf target's bf16/f16 rows (the same rounding of the weights), max_ppl_ratio included. FP8 E4M3 keeps 3 mantissa bits on
 # weights *and* activations, INT4-AWQ 4 bits per weight: their KLD limits sit with llama.cpp's q8_0 and
-# q4_0 rows (formats.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
+# q4_0 rows (llama.cpp's tools/perplexity/README.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
 # (tests/targets/test_trtllm.py): FP8 top-1 0.90 / KLD 0.002, FP8 per-channel 0.95 / 0.002, INT4-AWQ
 # 0.92 / 0.013. Random-weight models have nearly flat next-token distributions whose top-2 gaps are
 # below quantization noise, so their top-1 agreement says little (the gpu-targets recipe sets its own).
@@ -883,7 +883,7 @@ def inline_quant_config(options, arch) -> dict | None:
 
 
 def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
-    from llmbuild.checkpoint import TOKENIZER_FILES
+    from llmbuild.targets import tokenizer_files
 
     cfg = dict(ckpt.config)
     cfg["dtype"] = DTYPES[options.dtype]
@@ -894,9 +894,9 @@ def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
         cfg["quantization_config"] = inline
         (out_dir / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(options, ckpt.arch), indent=4) + "\n")
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    for name in TOKENIZER_FILES:
-        if (ckpt.dir / name).is_file():
-            shutil.copyfile(ckpt.dir / name, out_dir / name)
+    tokenizer_files.ship(ckpt.dir, out_dir)
+    if (ckpt.dir / "generation_config.json").is_file():
+        shutil.copyfile(ckpt.dir / "generation_config.json", out_dir / "generation_config.json")
     if not (out_dir / "generation_config.json").exists():
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
         (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
@@ -1252,6 +1252,10 @@ class Trtllm(Backend):
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+        if model_dir is not None:
+            from llmbuild.targets import tokenizer_files
+
+            tokenizer_files.check(model_dir, key)  # the checkpoint ships the tokenizer serving loads
 
     def precision(self, options):
         return precision(options)
