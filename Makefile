@@ -16,7 +16,12 @@ LLAMACPP_VERSION ?= 0.3.36
 LLAMACPP_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON,-DGGML_NATIVE=OFF)
 WHEELS ?= $(HOME)/.cache/llmbuild-wheels/$(if $(filter x86_64,$(shell uname -m)),x86-64-v3,portable)
 
-.PHONY: demo test install llamacpp clean
+# llama.cpp's own tokenizer test data (models/ggml-vocab-*.gguf with .inp/.out strings and expected ids, and
+# models/templates/*.jinja chat templates), from the llama-cpp-python sdist on PyPI: fetched once, only those
+# files kept. tests/tokenizers reads them through LLMBUILD_TEST_DATA and skips, saying why, without them.
+TEST_DATA ?= $(HOME)/.cache/llmbuild-test-data/llama-cpp-python-$(LLAMACPP_VERSION)
+
+.PHONY: demo test test-data install llamacpp clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +45,19 @@ endif
 demo: llamacpp
 	HF_HUB_OFFLINE=1 $(VENV)/bin/llmbuild recipe=demo
 
-test: llamacpp
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+test-data: install
+	@if [ ! -f $(TEST_DATA)/.complete ]; then \
+	  tmp=$$(mktemp -d) && \
+	  $(PIP) download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMACPP_VERSION) -d $$tmp && \
+	  mkdir -p $$tmp/x && tar -xzf $$tmp/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz -C $$tmp/x --strip-components=3 \
+	    --wildcards '*/vendor/llama.cpp/models/ggml-vocab-*' '*/vendor/llama.cpp/models/templates/*' && \
+	  mkdir -p $$(dirname $(TEST_DATA)) && rm -rf $(TEST_DATA) && mv $$tmp/x $(TEST_DATA) && \
+	  touch $(TEST_DATA)/.complete; rm -rf $$tmp; \
+	  [ -f $(TEST_DATA)/.complete ] || echo "warning: could not fetch llama.cpp's vocab files; tests/tokenizers will skip them"; \
+	fi
+
+test: llamacpp test-data
+	HF_HUB_OFFLINE=1 LLMBUILD_TEST_DATA=$(TEST_DATA) $(VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf outputs

@@ -25,13 +25,19 @@ from typing import Iterator
 from llmbuild.archs import for_config
 from llmbuild.errors import InvalidInput
 
+# what a Hub download takes beside the weights: every file transformers builds a tokenizer from (GPT-2
+# style repos have only vocab.json + merges.txt), the chat template in either file, generation defaults
 TOKENIZER_FILES = (
     "tokenizer.model",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
     "generation_config.json",
     "chat_template.jinja",
+    "chat_template.json",
 )
 
 

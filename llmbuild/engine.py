@@ -39,8 +39,9 @@ from llmbuild.ui import UI
 # (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets;
 # evalref 2: evalref.json holds the settings the artifact side reads, so their keys follow them;
 # reference 2, verify 3: a mixture of experts' routing is recorded and compared, issue 11)
+# (client 1: golden set, multiple choice and speed through each artifact's client and its own tokenizer)
 STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 2, "export": 1, "verify": 3,
-                  "evalref": 2, "evaluate": 2, "contamination": 1}
+                  "evalref": 2, "evaluate": 2, "contamination": 1, "client": 1}
 
 
 def tool_versions(dists) -> dict[str, str]:
@@ -368,7 +369,8 @@ class Build:
                           "meta": plain(meta), "extra": b.key_extra(t.options)},
                          do_export, tools=b.tools)
         art = self.artifacts[t.name] = ArtifactResult(t.name, t.backend, b.precision(t.options),
-                                                      b.quantized(t.options), options, library=b.card_library)
+                                                      b.quantized(t.options), options, library=b.card_library,
+                                                      hub_repo=b.hub_repo)
         if exp is None:
             return []
         art.export = {k: v for k, v in exp.record.items() if k not in ("out_files",)}
@@ -393,6 +395,7 @@ class Build:
         failed = self.verify(t, b, exp, ref, art, gates)
         if eref is not None:
             failed += self.evaluate(t, b, exp, eref, art, gates)
+            failed += self.client_eval(t, b, exp, eref, art, gates)
         return failed
 
     def verify(self, t, b, exp: Entry, ref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
@@ -439,6 +442,34 @@ class Build:
         art.evaluation = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
                           "gates": results, "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist]}
         self.ui.say(f"[evaluate:{t.name}] {status}: {_eval_line(ev.record)}",
+                    style="green" if status == "passed" else "red")
+        return [dict(r, target=t.name) for r in results if not r["passed"]]
+
+
+    def client_eval(self, t, b, exp: Entry, eref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
+        """Golden set, multiple choice and speed through the artifact's client and its own tokenizer."""
+        from llmbuild.evaluation import clients
+
+        e, m = self.bc.eval, self.bc.model
+        if b.client is None or not clients.enabled(e):
+            return []
+        if not b.client_available():
+            art.client = {"status": "skipped", "client": b.client.dist,
+                          "reason": f"{b.client.dist} is not installed: {b.client.install}"}
+            return []
+        ev_record = (art.evaluation or {})
+        c = self.stage(f"client:{t.name}", f"client-{t.backend}",
+                       {"artifact": exp.digest, "evalref": eref.digest, "model": self.model.digest,
+                        "backend": b.name, "settings": clients.key_parts(b, e), "loader": exp.record.get("loader")},
+                       lambda out: clients.run(b, exp.out, exp.record, eref.out, eref.record, self.model.dir, e,
+                                               m.trust_remote_code, ev_record),
+                       tools=(b.client.dist, b.runtime.dist, "transformers", "tokenizers"))
+        if c is None:
+            return []
+        results = clients.apply_gates(c.record, gates)
+        status = "passed" if all(r["passed"] for r in results) else "failed"
+        art.client = {**{k: v for k, v in c.record.items() if k != "out_files"}, "status": status, "gates": results}
+        self.ui.say(f"[client:{t.name}] {status}: {c.record['client']} {clients.describe(c.record)}",
                     style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 

@@ -71,14 +71,33 @@ def _strip_paths(model_file: Path) -> None:
 
 
 def write_tokenizer_config(out_dir: Path) -> None:
-    """tokenizer_config.json for a tokenizer.model, then let transformers add tokenizer.json."""
-    cfg = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-           "model_max_length": 4096, **SPECIAL}
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    """tokenizer.json and tokenizer_config.json for a tokenizer.model, tokenizing as SentencePiece does.
+
+    SentencePiece puts its "▁" before every text it encodes, and llama.cpp does so for each text
+    between special tokens. transformers 5's LlamaTokenizer does not (legacy=False: no "▁" after a
+    special token, none added before a leading space), so a chat prompt "<s>User: ..." would reach
+    llama.cpp as other ids than the model was trained on ("▁U" vs "U"), and no GGUF key can say
+    otherwise. So the tokenizer.json transformers derives from the model (vocab, merges, byte fallback)
+    gets the normalizer the original Llama 2 tokenizer.json has, Prepend("▁") + Replace(" ", "▁"), and
+    is declared a plain PreTrainedTokenizerFast, which transformers loads as written.
+    """
+    from tokenizers import decoders, normalizers, processors
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(out_dir))
-    tok.save_pretrained(str(out_dir))
+    config = out_dir / "tokenizer_config.json"
+    config.write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", **SPECIAL}))  # read tokenizer.model
+    backend = AutoTokenizer.from_pretrained(str(out_dir)).backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    backend.pre_tokenizer = None
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    bos = SPECIAL["bos_token"]
+    backend.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, BOS_ID)])
+    backend.save(str(out_dir / "tokenizer.json"))
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": True, "add_eos_token": False,
+           "clean_up_tokenization_spaces": False, "model_max_length": 4096, **SPECIAL}
+    config.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def create_model(
@@ -106,7 +125,7 @@ def create_model(
         if not (tokenizer_dir / "tokenizer.model").exists() and not (tokenizer_dir / "tokenizer.json").exists():
             raise InvalidInput(f"model.tokenizer.path: {tokenizer_dir} has no tokenizer.model or tokenizer.json")
         for f in tokenizer_dir.iterdir():
-            if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")):
+            if f.is_file() and f.name.startswith(("tokenizer", "special_tokens", "added_tokens", "chat_template")):
                 shutil.copy2(f, out_dir / f.name)
     elif train_text:
         train_tokenizer(Path(train_text), vocab_size, out_dir)
@@ -115,9 +134,12 @@ def create_model(
 
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(out_dir))
     cls = getattr(transformers, architecture)
     cfg_cls = cls.config_class
+    # the tokenizer as transformers will load it beside this config: for some model types it picks its
+    # own class whatever tokenizer_config.json says (Qwen2Tokenizer for qwen2, which adds <|endoftext|>),
+    # and the embedding needs a row for every token that tokenizer has
+    tok = AutoTokenizer.from_pretrained(str(out_dir), config=cfg_cls())
     kwargs = dict(config)
     kwargs.setdefault("vocab_size", len(tok))
     if kwargs["vocab_size"] < len(tok):

@@ -81,19 +81,15 @@ def test_longrope_without_its_factors(tmp_path, models):
 
 
 def test_tokenizer_no_target_can_map_stops_before_export(tmp_path, models):
-    def wordpiece(d: Path):
-        # a real WordPiece tokenizer (BERT's kind) over the model's vocabulary: it parses, so only the
-        # targets' mapping check can refuse it
-        from tokenizers import Tokenizer, models
-
-        (d / "tokenizer.model").unlink()
-        vocab = json.loads((d / "tokenizer.json").read_text())["model"]["vocab"]
-        Tokenizer(models.WordPiece(vocab, unk_token="<unk>")).save(str(d / "tokenizer.json"))
+    from tests.tokenizers.helpers import train_wordpiece
 
     d = local(tmp_path, models["llama"])
-    wordpiece(d)
-    assert_refused(tmp_path, ["recipe=tiny", "model.source=local", f"model.path={d}"], "tokenizer.json",
-                   "WordPiece")
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
+        (d / name).unlink()
+    for f in train_wordpiece(tmp_path / "wordpiece").iterdir():
+        shutil.copy(f, d / f.name)
+    assert_refused(tmp_path, ["recipe=tiny", "model.source=local", f"model.path={d}"], "targets.gguf8",
+                   "tokenizer.json", "WordPiece")
 
 
 @pytest.mark.parametrize("source", ["init", "local"])

@@ -38,8 +38,9 @@ from typing import Optional
 
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import ggml_quant, safetensors_np
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
+from llmbuild.targets.gguf_vocab import MODES as TOKENIZER_MODES
 from llmbuild.targets.gguf_vocab import read_vocab
 
 NAME = "gguf"
@@ -89,7 +90,7 @@ IMATRIX_NO_EFFECT = {"f32", "f16", "bf16", "q8_0"}
 
 # Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
 # mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q6_K 0.00545, Q5_K_M 0.0108, Q4_K_M 0.0313, Q4_0 0.0719,
-# Q2_K 0.445; formats.md) with room for small models, which quantize worse; the tiny test models
+# Q2_K 0.445; llama.cpp's tools/perplexity/README.md, PR #6936) with room for small models, which quantize worse; the tiny test models
 # measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a floor that catches a broken file (which agrees
 # on ~1/vocab of positions), not a quality bar: on models with near-tied logits it is noisy (tiny
 # Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90; tiny Qwen2: 1.0 at every quant). max_abs_diff
@@ -140,6 +141,7 @@ class Options:
     imatrix: Optional[str] = None  # calibration text -> importance matrix for llama.cpp's quantizer: better 2-5 bit files, costs a torch pass over the text
     imatrix_chunk: int = 512  # tokens per calibration chunk (llama-imatrix's context); capped at the model's context
     threads: int = 0  # worker threads for convert+quantize; 0 = all cores. More is faster, holds more tensors at once
+    tokenizer: str = "match"  # match: refuse a tokenizer llama.cpp would run differently | nearest: also build the known near misses (transformers' Metaspace '▁' rule, token stripping) with llama.cpp's closest rule; the card says which texts differ
     gates: Gates = field(default_factory=Gates)  # parity gates; unset ones take default_gates(quant)
 
 
@@ -186,6 +188,8 @@ def check_options(options, key: str) -> None:
         raise InvalidInput(f"{key}.imatrix_chunk: {options.imatrix_chunk} is too small; llama-imatrix uses 512")
     if options.threads < 0:
         raise InvalidInput(f"{key}.threads: {options.threads} is negative; 0 means all cores")
+    if options.tokenizer not in TOKENIZER_MODES:
+        raise InvalidInput(f"{key}.tokenizer: unknown mode {options.tokenizer!r}; known: {', '.join(TOKENIZER_MODES)}")
 
 
 def check_model(options, arch, model_dir: Path | None, key: str) -> None:
@@ -200,7 +204,10 @@ def check_model(options, arch, model_dir: Path | None, key: str) -> None:
     if refusal:
         raise InvalidInput(f"{key}: {refusal}")
     if model_dir is not None:
-        read_vocab(Path(model_dir), arch.vocab)
+        try:
+            read_vocab(Path(model_dir), arch.vocab, options.tokenizer)
+        except InvalidInput as e:
+            raise InvalidInput(f"{key}: {e}") from None
 
 
 def check_family(options, cls, key: str) -> None:
@@ -257,11 +264,15 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     path = Path(out_dir) / f"{_file_stem(meta.name)}-{options.quant}.gguf"
     threads = options.threads or _cores()
     t0 = time.monotonic()
+    # first: a tokenizer llama.cpp cannot run fails before anything is written; the name is checked
+    # here because llama.cpp strips spaces around special tokens by the model's name (Phi-3)
+    vocab = read_vocab(ckpt.dir, ckpt.arch.vocab, options.tokenizer)
+    vocab.check_name(meta.name, options.tokenizer)
     if not uses_llama_cpp(options):
         # the same bytes either way (tests/targets/test_gguf.py): llama.cpp's C block quantizers where
         # llama-cpp-python is installed (quantizer auto), gguf-py's numpy ones otherwise
         c_quant = options.quantizer == "auto" and ggml_quant.available() and QUANTS[options.quant][0] in ggml_quant.TYPES
-        vocab, n_params = _write(ckpt, options.quant, path, meta, threads, progress, c_quant)
+        n_params = _write(ckpt, options.quant, path, meta, threads, progress, vocab, c_quant)
         quantizer = ({"name": "llama.cpp ggml_quantize_chunk (llama-cpp-python's libggml)",
                       "version": _version("llama-cpp-python")} if c_quant else
                      {"name": "gguf-py", "version": _version("gguf")})
@@ -272,7 +283,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         base = "f16" if _all_matrices_f16(ckpt) else "f32"
         tmp = Path(out_dir) / f".{path.stem}.{base}.gguf.part"
         try:
-            vocab, n_params = _write(ckpt, base, tmp, meta, threads, progress)
+            n_params = _write(ckpt, base, tmp, meta, threads, progress, vocab)
             extra = {"quantized_from": base}
             imatrix = None
             if options.imatrix:
@@ -309,17 +320,17 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "tensor_bytes": stats["tensor_bytes"],
         "bits_per_weight": stats["bits_per_weight"],
         "quantize_seconds": round(time.monotonic() - t0, 3),
-        "tokenizer": {"model": vocab.model, "pre": vocab.pre, "tokens": len(vocab.tokens), "file": vocab.source.name},
+        "tokenizer": vocab.record(),
     }
 
 
-def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress, c_quant: bool = False):
-    """Convert the checkpoint into a GGUF of a type gguf-py makes; returns (vocab, parameter count)."""
+def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress, vocab,
+           c_quant: bool = False) -> int:
+    """Convert the checkpoint into a GGUF of a type gguf-py makes; returns the parameter count."""
     import gguf
     import numpy as np
 
     arch = ckpt.arch
-    vocab = read_vocab(ckpt.dir, arch.vocab)  # first: a tokenizer llama.cpp cannot run fails fast
     plan = _plan(ckpt, quant)
     for t in plan:
         t.c_quant = c_quant and t.qtype.name in ggml_quant.TYPES
@@ -330,7 +341,7 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
     n_experts = plan[[t.stacked for t in plan].index(True)].shape[0] if expert else 0
     writer.add_size_label(gguf.size_label(n_params, n_params - expert * (n_experts or 1), expert, n_experts))
     _add_metadata(writer, arch, quant, meta, n_params)
-    vocab.add_to(writer, ckpt.dir)
+    vocab.add_to(writer)
     for t in plan:
         # the logical shape with a float dtype: gguf takes raw_dtype as the type and the shape as is
         writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
@@ -341,7 +352,7 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
         _write_tensors(writer, ckpt, plan, threads, progress)
     finally:
         writer.close()
-    return vocab, n_params
+    return n_params
 
 
 def _all_matrices_f16(ckpt) -> bool:
@@ -437,19 +448,71 @@ def _c_stderr_to(path: Path):
 
 
 def file_stats(path: Path) -> dict:
-    """What the file holds, read back with gguf-py: tensor types, tensor bytes and bits per weight
+    """What the file holds, read back from its header: tensor types, tensor bytes and bits per weight
     (tensor bytes * 8 / parameters, what llama.cpp prints as BPW)."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
     types: dict[str, int] = {}
     nbytes = elements = 0
-    for t in reader.tensors:
-        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
-        nbytes += int(t.n_bytes)
-        elements += int(t.n_elements)
-    return {"tensors": len(reader.tensors), "tensor_types": types, "tensor_bytes": nbytes,
+    infos = tensor_infos(path)
+    for _, n, ggml_type in infos:
+        qtype = gguf.GGMLQuantizationType(ggml_type)
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        types[qtype.name] = types.get(qtype.name, 0) + 1
+        nbytes += n // block * type_size
+        elements += n
+    return {"tensors": len(infos), "tensor_types": types, "tensor_bytes": nbytes,
             "bits_per_weight": round(nbytes * 8 / elements, 4) if elements else None}
+
+
+# byte sizes of GGUF's scalar metadata types (gguf.GGUFValueType: UINT8..FLOAT64, 8 = string, 9 = array)
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def tensor_infos(path: Path) -> list[tuple[str, int, int]]:
+    """(name, elements, GGML type) of every tensor, from the header alone.
+
+    Hand-written rather than gguf-py's GGUFReader, which builds a numpy view per metadata element: for a
+    128k-token vocab with its merges that is ~20 s per file, where skipping the metadata takes ~0.2 s.
+    """
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF":
+            raise RuntimeError(f"{path}: not a GGUF file")
+        _, n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
+        pos = 24
+
+        def skip(vtype: int, pos: int) -> int:
+            if vtype == 8:
+                return pos + 8 + struct.unpack_from("<Q", m, pos)[0]
+            if vtype == 9:
+                etype, count = struct.unpack_from("<IQ", m, pos)
+                pos += 12
+                if etype in _SCALAR_SIZES:
+                    return pos + count * _SCALAR_SIZES[etype]
+                for _ in range(count):
+                    pos = skip(etype, pos)
+                return pos
+            return pos + _SCALAR_SIZES[vtype]
+
+        for _ in range(n_kv):
+            pos += 8 + struct.unpack_from("<Q", m, pos)[0]  # the key
+            (vtype,) = struct.unpack_from("<I", m, pos)
+            pos = skip(vtype, pos + 4)
+        out = []
+        for _ in range(n_tensors):
+            (length,) = struct.unpack_from("<Q", m, pos)
+            name = m[pos + 8 : pos + 8 + length].decode("utf-8")
+            pos += 8 + length
+            (n_dims,) = struct.unpack_from("<I", m, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", m, pos + 4)
+            pos += 4 + 8 * n_dims
+            ggml_type, _ = struct.unpack_from("<IQ", m, pos)
+            pos += 12
+            out.append((name, math.prod(dims), ggml_type))
+        return out
 
 
 def _version(dist: str) -> str:
@@ -843,6 +906,7 @@ class Gguf(Backend):
     path_options = PATH_OPTIONS
     card_library = "gguf"
     no_routing = None  # llama.cpp's graph names the experts it picks (gguf_routing.py)
+    client = Client(RUNTIME_DIST, "llama_cpp", INSTALL_HINT, "the GGUF's vocab and tokenizer.chat_template")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -880,11 +944,25 @@ class Gguf(Backend):
     def run_routing(self, artifact_dir, record, token_ids):
         return run_routing(artifact_dir, record, token_ids)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import gguf_client
+
+        return gguf_client.open_session(artifact_dir, record, threads)
+
     def usage(self, target, record, files):
         path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
         return [f"`{target}` with llama.cpp (`pip install llama-cpp-python`):", "", "```python",
                 "from llama_cpp import Llama", f"llm = Llama(model_path='{path}')",
                 "print(llm('Hello', max_tokens=32)['choices'][0]['text'])", "```", ""]
+
+    def serving(self, target, record):
+        """llama.cpp's server and llama-cpp-python's, on the file with its declared context."""
+        path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
+        ctx = record.get("context_length")
+        return {"llama-server": [f"llama-server -m {path} --jinja --host 127.0.0.1 --port 8080"
+                                 + (f" -c {ctx}" if ctx else "")],
+                "llama_cpp.server": [f"python -m llama_cpp.server --model {path} --host 127.0.0.1 --port 8080"
+                                     + (f" --n_ctx {ctx}" if ctx else "")]}
 
     def notes(self, record):
         notes = super().notes(record)
@@ -894,6 +972,8 @@ class Gguf(Backend):
                          f"their rows are not whole {record['quant']} blocks (llama.cpp's fallback)")
         if record.get("rope_note"):
             notes.append(record["rope_note"])
+        for diff in (record.get("tokenizer") or {}).get("differences", []):
+            notes.append(f"llama.cpp's tokenizer differs from the source's: {diff}")
         if isinstance(record.get("imatrix"), dict):
             im = record["imatrix"]
             notes.append(f"importance matrix from `{im['text']}` ({im['tokens']} tokens), shipped as `{im['file']}`")

@@ -17,7 +17,7 @@ is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md:
 RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
 `torch.onnx.export` is not used: exporters hold the whole model and its traced graph, and
 transformers 5's cache objects are not the flat past-key-value tensors a graph takes (where Olive's
-capture modes failed; see formats.md).
+capture modes failed: docs/anchors.md).
 
 The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
@@ -53,10 +53,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmbuild.checkpoint import TOKENIZER_FILES
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_moe, onnx_quant
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets import onnx_layout, onnx_moe, onnx_quant, tokenizer_files
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
 NAME = "onnx"
@@ -212,11 +211,12 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         _write_embedded(out_dir / "model.onnx", model, inits, stream)
     model_files = ["model.onnx", *([DATA_FILE] if external else [])]
     files = list(model_files)
-    for name in ("config.json", *TOKENIZER_FILES):
+    for name in ("config.json", "generation_config.json"):
         if (ckpt.dir / name).is_file():
             shutil.copyfile(ckpt.dir / name, out_dir / name)
             files.append(name)
-    return onnx_quant.apply(out_dir, options, {
+    files += tokenizer_files.ship(ckpt.dir, out_dir)
+    record = onnx_quant.apply(out_dir, options, {
         "files": files,
         "format": "onnx",
         "precision": options.dtype,
@@ -232,6 +232,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
                         "weights": "int4 QMoE" if quant == "int4" else f"{options.dtype} MoE"},
             "keep_float": onnx_moe.keep_float(arch)} if experts else {}),
     })
+    # the clients' layout: onnx/model{suffix}.onnx, genai_config.json, a tokenizer_config.json 4.x loads
+    return onnx_layout.apply(out_dir, record, ckpt.config, arch, arch.context)
 
 
 def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
@@ -614,7 +616,7 @@ def run_routing(artifact_dir: Path, record: dict, token_ids: list[list[int]]):
     """The experts the graph runs per token and sparse layer: its `routing.N` outputs, [layers, seq, k]."""
     import numpy as np
 
-    sess = _session(Path(artifact_dir) / "model.onnx", record.get("execution_provider", "cpu"))
+    sess = _session(Path(artifact_dir) / record.get("file", "model.onnx"), record.get("execution_provider", "cpu"))
     pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
     kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
     names = sorted((o.name for o in sess.get_outputs() if o.name.startswith("routing.")),
@@ -637,7 +639,7 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     """
     import numpy as np
 
-    sess = _session(Path(artifact_dir) / "model.onnx", record.get("execution_provider", "cpu"))
+    sess = _session(Path(artifact_dir) / record.get("file", "model.onnx"), record.get("execution_provider", "cpu"))
     pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
     kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
     out_names = [o.name for o in sess.get_outputs()]
@@ -668,12 +670,16 @@ class Onnx(Backend):
     runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
     card_library = "onnx"
     no_routing = None  # the graph outputs the experts its routers pick (onnx_moe.py)
+    client = Client("onnxruntime-genai", "onnxruntime_genai", "pip install 'llmbuild[clients]' (onnxruntime-genai)",
+                    "the folder's tokenizer files and chat template (genai_config.json)")
 
     def check_options(self, options, key):
         check_options(options, key)
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+        if model_dir is not None:
+            tokenizer_files.check(model_dir, key)  # the folder ships the tokenizer its clients load
 
     def check_family(self, options, cls, key):
         check_family(options, cls, key)
@@ -686,6 +692,9 @@ class Onnx(Backend):
 
     def default_gates(self, options):
         return default_gates(options)
+
+    def key_extra(self, options):
+        return {"layout": onnx_layout.REVISION}
 
     def runtime_available(self):
         return runtime_available()
@@ -701,11 +710,16 @@ class Onnx(Backend):
 
         return onnx_runtime.generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import onnx_client
+
+        return onnx_client.open_session(artifact_dir, record, threads)
+
     def usage(self, target, record, files):
-        return [f"`{target}` with onnxruntime (inputs `input_ids`, `attention_mask`, `position_ids`, "
-                "`past_key_values.N.key/value`; outputs `logits`, `present.N.key/value`):", "", "```python",
-                "import onnxruntime as ort", f"sess = ort.InferenceSession('artifacts/{target}/model.onnx')",
-                "print([i.name for i in sess.get_inputs()])", "```", ""]
+        return onnx_layout.usage(target, record)
+
+    def serving(self, target, record):
+        return onnx_layout.serving(target, record)
 
 
 BACKEND = Onnx()

