@@ -77,6 +77,17 @@ def test_a_layers_experts_are_never_all_in_memory(tiny_models, tmp_path, monkeyp
         assert 1 <= live["max"] <= 4 // 2 + 1, (threads, live)  # tiny Mixtral: 4 experts
 
 
+@pytest.mark.parametrize("quant", ["q8_0", "f16"])
+def test_threads_write_the_serial_bytes(tiny_models, tmp_path, monkeypatch, quant):
+    """The thread pool converts tensors, experts and row blocks out of order; the file is the one-thread file."""
+    monkeypatch.setattr(G, "ROW_BLOCK_BYTES", 64 * 64 * 4)  # the embedding and output in 8 blocks each
+    files = []
+    for threads in (1, 2, 4):
+        rec = export(tiny_models[MIXTRAL], tmp_path / f"t{threads}", quant=quant, threads=threads)
+        files.append((tmp_path / f"t{threads}" / rec["file"]).read_bytes())
+    assert files[0] == files[1] == files[2]
+
+
 def test_large_matrices_stream_in_row_blocks_to_the_same_bytes(tiny_models, tmp_path, monkeypatch):
     a = export(tiny_models[MIXTRAL], tmp_path / "whole", quant="q8_0")
     blocks = []
