@@ -663,14 +663,17 @@ def _sources(ckpt, plan: list[_Tensor]):
         def get(src: str):
             return read(src) if read.readable(src) else ckpt.get_tensor(src)
 
+        # reads are deferred (thunks, see _read): the worker that converts a tensor reads it, so on N
+        # threads N tensors are read and quantized at once while this thread only writes
         for t in plan:
             if t.stacked:
-                yield t, (get(s) for s in t.srcs), True
+                yield t, ((lambda s=s: get(s)) for s in t.srcs), True
             elif _row_streamable(t) and read.readable(t.srcs[0]) and math.prod(t.shape) * 4 > ROW_BLOCK_BYTES:
                 step = max(1, ROW_BLOCK_BYTES // (t.shape[-1] * 4))
-                yield t, (read.rows(t.srcs[0], r, r + step) for r in range(0, t.shape[0], step)), True
+                yield t, ((lambda r=r, src=t.srcs[0]: read.rows(src, r, r + step))
+                          for r in range(0, t.shape[0], step)), True
             else:
-                yield t, [get(s) for s in t.srcs] if t.srcs else [t.data], False
+                yield t, [(lambda s=s: get(s)) for s in t.srcs] if t.srcs else [t.data], False
         return
     stream, waiting = ckpt.iter_tensors(), {}
 
@@ -699,7 +702,7 @@ def _convert(t: _Tensor, xs: list):
     import numpy as np
     from gguf.quants import quantize
 
-    xs = [_numpy(x) for x in xs]
+    xs = [_numpy(_read(x)) for x in xs]
     x = t.transform(*xs) if t.transform else xs[0]
     if t.qtype.name in ("F32", "F16"):
         return quantize(x, t.qtype)  # a cast: no temporaries beyond its output
@@ -714,6 +717,12 @@ def _convert(t: _Tensor, xs: list):
             out = np.empty((rows.shape[0], q.shape[1]), dtype=q.dtype)
         out[r : r + step] = q
     return out
+
+
+def _read(x):
+    """A source tensor: read now if _sources deferred it (a thunk; numpy's fromfile releases Python's lock
+    while it reads, so workers read in parallel), else the tensor already in memory."""
+    return x() if callable(x) else x
 
 
 def _numpy(x):
