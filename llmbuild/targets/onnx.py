@@ -269,21 +269,51 @@ def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
 
 def _tensor_chunks(ckpt, names: list[str], dtype: str, progress: Progress):
     """Yield (name, chunks) per tensor: its bytes in the target precision as little-endian numpy slices,
-    converted one slice at a time, so memory holds one source tensor plus one converted slice."""
+    converted one slice at a time. safetensors tensors are read slice by slice too (safetensors_np, the
+    GGUF writer's numpy reader), so memory holds one slice whatever the tensor's size: an embedding of a
+    large vocabulary is not held whole. Pickled .bin files are loaded whole by torch anyway."""
     import numpy as np
 
     want = np.float32 if dtype == "fp32" else np.float16
-    wanted = set(names)
-    # pickled .bin files are loaded whole by torch anyway, so they are walked in file order; each
-    # safetensors tensor is opened on its own (see Checkpoint.iter_tensors)
-    source = ckpt.iter_tensors() if ckpt.pickle else ((n, ckpt.get_tensor(n)) for n in names)
     done = 0
-    for name, x in source:
+    if not ckpt.pickle:
+        from llmbuild.targets import safetensors_np
+
+        read = safetensors_np.Reader(ckpt.index)
+        for name in names:
+            if read.readable(name):
+                yield name, _read_converted(ckpt, read, name, want)
+            else:  # a dtype the numpy reader does not return: torch, whole
+                yield name, _converted(ckpt, name, ckpt.get_tensor(name).contiguous().view(-1), want)
+            done += 1
+            progress(done, len(names), name)
+        return
+    wanted = set(names)
+    # pickled .bin files are walked in file order (see Checkpoint.iter_tensors)
+    for name, x in ckpt.iter_tensors():
         if name in wanted:
             yield name, _converted(ckpt, name, x.contiguous().view(-1), want)
             done += 1
             progress(done, len(names), name)
         del x  # before the next tensor is read
+
+
+def _read_converted(ckpt, read, name: str, want):
+    """A safetensors tensor as numpy slices of `want`, read CHUNK_ELEMENTS at a time (whole rows; the
+    rows of a matrix in order are its row-major bytes)."""
+    import numpy as np
+
+    from llmbuild.targets import safetensors_np
+
+    shape = read.shape(name)
+    per_row = math.prod(shape[1:]) if len(shape) > 1 else 1
+    step = max(1, CHUNK_ELEMENTS // max(per_row, 1)) if len(shape) > 1 else None
+    for r in range(0, shape[0], step) if step else [0]:
+        src = safetensors_np.widen(read.rows(name, r, r + step) if step else read(name)).reshape(-1)
+        arr = src.astype(want, copy=False)
+        if arr is not src and want == np.float16 and not np.isfinite(arr).all():
+            raise InvalidInput(f"{ckpt.dir}: tensor {name!r} has values beyond float16's range; use dtype fp32")
+        yield arr.astype(arr.dtype.newbyteorder("<"), copy=False)
 
 
 def _converted(ckpt, name: str, flat, want):

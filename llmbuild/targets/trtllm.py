@@ -716,10 +716,14 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
         arch = ckpt.arch
         if arch.mixture_of_experts:  # fused experts in transformers 5: built from the per-expert tensors
             state = {k: v.float() for k, v in arch.hf_layer_state(i, source, ckpt.index).items()}
+            layer.load_state_dict(state)
+            del state
         else:
-            state = {k: source(f"model.layers.{i}.{k}").float() for k in layer.state_dict()}
-        layer.load_state_dict(state)
-        del state
+            # tensor by tensor into the layer's own float32 storage (copy_ casts): a float32 state dict
+            # beside the layer would hold the layer twice, the largest part of this export's peak
+            with torch.no_grad():
+                for k, t in layer.state_dict(keep_vars=True).items():
+                    t.copy_(source(f"model.layers.{i}.{k}"))
         captured: dict[str, object] = {}
         hooks = []
         if arch.mixture_of_experts:  # the experts' input and the router's choice, for trtllm_moe.expert_stats
