@@ -13,9 +13,10 @@ and peak RSS), back to back on a warm file cache:
 - llama.cpp: `convert_hf_to_gguf.py --outtype q8_0` from the installed llama-cpp-python's sdist (fetched by
   convert_compare.py's setup into bench/.work/llama.cpp), with its own gguf-py;
 - llmbuild: the gguf backend's export (convert_compare.py's export child), quant q8_0;
-- baselines: a process that imports what llmbuild's export imports (no torch: safetensors_np.py) and reads the
-  checkpoint's headers, then exits; and one that imports what the converter imports (torch, its gguf-py,
-  conversion/): each interpreter's own peak, subtracted to give what converting costs.
+- baselines: a process that does what llmbuild's export child does before the first tensor (imports, the
+  checkpoint's headers, the plan-time checks: the tokenizer is read by transformers, which imports torch),
+  then exits; and one that imports what the converter imports (torch, its gguf-py, conversion/): each
+  interpreter's own peak, subtracted to give what converting costs.
 Printed: the table, the ratios llmbuild / llama.cpp (aims: wall <= 0.6x, peak RSS <= 0.5x) and llmbuild's
 peak above the baseline against one layer's experts in the checkpoint (3 x 8 x 1024 x 3584 bfloat16 = 176 MB;
 aim: under 1.5x). With verification (the default), each GGUF runs in llama.cpp on llmbuild's probe prompts
@@ -111,7 +112,7 @@ TOOLS = [
     cc.Tool("llmbuild-gguf-q8_0", "llmbuild gguf quant=q8_0", "GGUF Q8_0", "q8_0", "gguf", "llmbuild",
             ("{py}", str(REPO / "bench" / "convert_compare.py"), "--export-child", "gguf", json.dumps({"quant": "q8_0"}),
              "{model}", "{out}", "{scratch}/record.json"), {"backend": "gguf", "quant": "q8_0"}),
-    cc.Tool("baseline", "baseline: interpreter + llmbuild's imports, headers read", "-", "q8_0", "gguf", "llmbuild",
+    cc.Tool("baseline", "baseline: interpreter + llmbuild's imports, headers read, plan-time checks", "-", "q8_0", "gguf", "llmbuild",
             ("{py}", str(ME), "--baseline-child", "{model}")),
     cc.Tool("baseline-llama.cpp", "baseline: interpreter + the converter's imports", "-", "q8_0", "gguf", "llama.cpp",
             ("{py}", "-c", "import sys; sys.path.insert(0, '{work}/llama.cpp'); import torch, numpy, gguf, conversion")),
@@ -119,17 +120,19 @@ TOOLS = [
 
 
 def baseline_child(model: str) -> None:
-    """What llmbuild's export imports and reads before converting anything, then exit (it imports no torch:
-    the export checks that it did not either, see export_child)."""
+    """What llmbuild's export child does before converting anything, then exit: the imports, the headers,
+    and the plan-time checks, whose tokenizer read goes through transformers (which imports torch)."""
     import gguf  # noqa: F401
     import numpy  # noqa: F401
 
     from llmbuild.checkpoint import open_checkpoint
-    from llmbuild.targets import gguf as backend  # noqa: F401
+    from llmbuild.targets import gguf as backend
 
     ckpt = open_checkpoint(Path(model))
     ckpt.tensor_shapes()
-    assert "torch" not in sys.modules
+    opts = backend.Options(quant="q8_0")
+    backend.check_options(opts, "bench.gguf")
+    backend.check_model(opts, ckpt.arch, ckpt.dir, "bench.gguf")
 
 
 def same_layout(ours: Path, theirs: Path) -> str:
