@@ -631,6 +631,10 @@ class Onnx(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        data = {"always": [DATA_FILE], "auto": [f"{DATA_FILE} (weights over {AUTO_EXTERNAL_ABOVE / 1e9:g} GB)"]}
+        return ["model.onnx", *data.get(options.external_data, []), "config.json", "tokenizer files"]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 
