@@ -238,6 +238,7 @@ GATE_RANGES = {
     "min_top1": (0.0, 1.0),  # a share of positions
     "min_acc": (0.0, 1.0),  # a multiple-choice accuracy
     "min_golden_em": (0.0, 1.0),  # a share of golden answers
+    "min_client_agreement": (0.0, 1.0),  # a share of golden prompts
     "max_kld": (0.0, math.inf),  # KL divergence is never negative
     "max_abs_diff": (0.0, math.inf),  # an absolute difference
     "max_ppl_ratio": (1.0, math.inf),  # below 1 would ask the artifact to beat its own source

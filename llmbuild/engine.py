@@ -295,7 +295,8 @@ class Build:
         options = plain(t.options)
         gates_cfg = options.pop("gates")
         art = self.artifacts[t.name] = ArtifactResult(t.name, t.backend, b.precision(t.options),
-                                                      b.quantized(t.options), options, library=b.card_library)
+                                                      b.quantized(t.options), options, library=b.card_library,
+                                                      hub_repo=b.hub_repo)
         art.export = {k: v for k, v in out.record.items() if k not in ("out_files",)}
         art.files = out.record["out_files"]
         art.usage, art.notes = b.usage(t.name, art.export, sorted(art.files)), b.notes(art.export)
@@ -349,6 +350,22 @@ class Build:
             art.verification = {"status": "unverified", "reason": st.skip}
         elif st.role == "evaluate":
             art.evaluation = {"status": "skipped", "reason": st.skip}
+        elif st.role == "client" and (art.verification or {}).get("status") != "unverified":
+            b = registry.backend(art.backend)  # the runtime is there, its client is not
+            art.client = {"status": "skipped", "client": b.client.dist, "reason": st.skip}
+
+
+    def _after_client(self, st: Stage, out: Output) -> list[dict]:
+        """Golden set, multiple choice and speed through the artifact's client and its own tokenizer."""
+        from llmbuild.evaluation import clients
+
+        t, art = self._targets[st.target], self.artifacts[st.target]
+        results = clients.apply_gates(out.record, self._gates[t.name])
+        status = "passed" if all(r["passed"] for r in results) else "failed"
+        art.client = {**{k: v for k, v in out.record.items() if k != "out_files"}, "status": status, "gates": results}
+        self.say(f"[client:{t.name}] {status}: {out.record['client']} {clients.describe(out.record)}",
+                 style="green" if status == "passed" else "red")
+        return [dict(r, target=t.name) for r in results if not r["passed"]]
 
 
 def _with_pause_point(name: str, fn):

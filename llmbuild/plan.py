@@ -7,7 +7,7 @@ contamination and license settings, and for an `init` model the family each targ
 returns the stages, in the order they run, as declarations (llmbuild/declaration.py):
 
     acquire, license, [finetune], reference, [evalref, [contamination]], then per target
-    export:T, verify:T, [evaluate:T]
+    export:T, verify:T, [evaluate:T, [client:T]]
 
 Each declares the recipe subtree, the upstream outputs and the files its cache key is made of, the
 tools whose versions enter it, and the function that runs it. The engine runs exactly these stages in
@@ -37,9 +37,10 @@ from llmbuild.plain import plain
 # bump a stage's version when its outputs change meaning for the same inputs: its old entries are then
 # never looked up (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and
 # answer golden sets; evalref 2: evalref.json holds the settings the artifact side reads, so their keys
-# follow them)
+# follow them; client 1: golden set, multiple choice and speed through each artifact's client and its own
+# tokenizer)
 STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 2,
-                  "evalref": 2, "evaluate": 2, "contamination": 1}
+                  "evalref": 2, "evaluate": 2, "contamination": 1, "client": 1}
 
 
 @dataclass
@@ -299,8 +300,9 @@ def _contamination(bc: BuildConfig) -> Stage:
 
 
 def _target(bc: BuildConfig, t, model: str, evaluating: bool) -> list[Stage]:
-    """export, verify and evaluate of one target."""
+    """export, verify, evaluate and client of one target."""
     from llmbuild.declaration import tool_versions
+    from llmbuild.evaluation import clients
     from llmbuild.stages import evaluate, verify
 
     b = registry.backend(t.backend)
@@ -350,6 +352,22 @@ def _target(bc: BuildConfig, t, model: str, evaluating: bool) -> list[Stage]:
             {"artifact": Ref(export), "evalref": Ref("evalref"), "model": Ref(model, "model"), "backend": b.name,
              "threads": e.threads, "loader": Ref(export, "loader")}, tools=(runtime, *evaluate.TOOLS),
             run=run_evaluate, target=t.name, skip=skip, summary=f"the evaluation sets through {runtime}"))
+    if evaluating and b.client is not None and clients.enabled(e):
+        def run_client(ctx, out):
+            exp, eref = ctx.output(export), ctx.output("evalref")
+            # the evaluate stage's speed only for the ratio beside the client's own (a timing, so not keyed)
+            ev = ctx.outputs.get(f"evaluate:{t.name}")
+            return clients.run(b, exp.dir, exp.record, eref.dir, eref.record, ctx.value(model, "model_dir"), e,
+                               m.trust_remote_code, ev.record if ev else {})
+
+        client_skip = skip or (None if b.client_available() else
+                               f"{b.client.dist} is not installed: {b.client.install}")
+        stages.append(Stage(
+            f"client:{t.name}", f"client-{t.backend}", STAGE_VERSIONS["client"],
+            {"artifact": Ref(export), "evalref": Ref("evalref"), "model": Ref(model, "model"), "backend": b.name,
+             "settings": clients.key_parts(b, e), "loader": Ref(export, "loader")},
+            tools=(b.client.dist, runtime, "transformers", "tokenizers"), run=run_client, target=t.name,
+            skip=client_skip, summary=f"the golden set, tasks and speed through {b.client.dist} and its own tokenizer"))
     return stages
 
 

@@ -36,10 +36,12 @@ class ArtifactResult:
     gates: Optional[dict] = None  # the gates applied: defaults for the precision, then the recipe's
     verification: Optional[dict] = None  # {"status": passed|failed|unverified, metrics, gates, ...}
     evaluation: Optional[dict] = None
+    client: Optional[dict] = None  # the same figures through the client users run and its own tokenizer
     notes: list = field(default_factory=list)  # what a reader must know beyond its verification
     usage: list = field(default_factory=list)  # the card's "How to Get Started" lines (markdown)
     serving: dict = field(default_factory=dict)  # name -> serving/client lines, when the backend has them
     library: Optional[str] = None  # the Hub library_name of this kind of artifact, when there is one
+    hub_repo: bool = False  # its folder is a Hub model repository (the card is written into it)
 
 
 @dataclass

@@ -28,6 +28,7 @@ CASES = {
     "gguf": {"q8_0": {"quant": "q8_0"}, "f32": {"quant": "f32"}, "q4_k_m": {"quant": "q4_k_m"}},
     "trtllm": {"bf16": {}, "fp8": {"quant": "fp8", "calibration_text": str(CORPUS), "calibration_tokens": 256}},
     "tensorrt": {"fp16": {}},
+    "hf": {"bf16": {"dtype": "bfloat16"}, "fp32": {"dtype": "float32"}},
 }
 RNG = np.random.default_rng(7)
 # 47 tokens: past Llama 3.2's original context and past the variants' 32-token windows

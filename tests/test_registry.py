@@ -41,10 +41,16 @@ def test_backend_declares_its_capabilities(name):
     assert isinstance(b.quantized(opts), bool)
     for lines in (b.usage("t", {}, []), b.notes({})):
         assert isinstance(lines, list) and all(isinstance(x, str) for x in lines)
+    # serving lines by server name, and the client its users run (declared with where its tokenizer comes from)
+    serving = b.serving("t", {})
+    assert isinstance(serving, dict) and all(isinstance(v, list) and v for v in serving.values())
+    if b.client is not None:
+        assert b.client.dist and b.client.module and b.client.install and b.client.tokenizer
+        assert type(b).open_client is not Backend.open_client and b.no_generation is None
 
 
 def test_backend_table_rejects_unknown_names():
-    with pytest.raises(InvalidInput, match=r"targets\.x\.backend: unknown backend 'tflite'; known: gguf, onnx"):
+    with pytest.raises(InvalidInput, match=r"targets\.x\.backend: unknown backend 'tflite'; known: gguf, hf, onnx"):
         registry.backend("tflite", "targets.x.backend")
 
 

@@ -23,7 +23,7 @@ from typing import Callable, ClassVar
 from llmbuild.archs.rope import Rope, rope_of
 from llmbuild.errors import InvalidInput
 
-ALL_TARGETS = frozenset({"onnx", "gguf", "trtllm", "tensorrt"})
+ALL_TARGETS = frozenset({"onnx", "gguf", "trtllm", "tensorrt", "hf"})  # hf: transformers reads every family it has a class for
 
 
 @dataclass(frozen=True)

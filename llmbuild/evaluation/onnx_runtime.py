@@ -38,7 +38,7 @@ def session(path: Path, threads: int, provider: str = "cpu"):
 def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
              threads: int = 2, timings: dict | None = None) -> list[int]:
     """Greedy tokens after the prompt (eos not included); `timings` gets prompt/decode seconds and steps."""
-    sess = session(Path(artifact_dir) / "model.onnx", threads)
+    sess = session(Path(artifact_dir) / record.get("file", "model.onnx"), threads)
     state = _State(sess, record)
 
     def step(ids: list[int]) -> int:

@@ -40,6 +40,9 @@ class DatasetSpec:
     license: str = "???"  # SPDX id of the data's license; the license stage checks it against the policy
     eval_path: str | None = None  # held-out JSONL of the same shape; None: split off eval_fraction instead
     eval_fraction: float = 0.1  # seeded held-out share when no eval_path: more measures better, trains on less
+    # the data's Hub dataset id (owner/name) when it is published there: the card's `datasets:` lists it
+    # (the Hub links it); None: the card names no dataset id (a local path never goes into the metadata)
+    hub_id: str | None = None
 
 
 @dataclass

@@ -34,10 +34,13 @@ ROLES = ("system", "user", "assistant")
 
 # Used only when the tokenizer ships no chat template; it is then saved with the merged model, so the
 # model is prompted the way it was trained. The generation prompt ends at "Assistant:" and the reply
-# starts with its space, so the prompt's tokens are a prefix of the conversation's tokens.
+# starts with its space, so the prompt's tokens are a prefix of the conversation's tokens. Role names
+# are spelled out rather than filtered (`| capitalize`): the Jinja subsets clients render templates
+# with (onnxruntime-genai's, transformers.js') do not all implement every filter.
 DEFAULT_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if not loop.first %}{{ '\\n' }}{% endif %}"
-    "{{ m['role'] | capitalize }}:{{ ' ' + m['content'] }}"
+    "{% if m['role'] == 'user' %}User{% elif m['role'] == 'assistant' %}Assistant{% else %}System{% endif %}"
+    ":{{ ' ' + m['content'] }}"
     "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '\\nAssistant:' }}{% endif %}"
 )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -43,6 +44,9 @@ from llmbuild.finetune.config import (
 
 # distributions whose versions enter the stage's cache key
 TOOLS = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors")
+
+# a Hub dataset id: owner/name or a canonical name (huggingface_hub's repo id rules: letters, digits, -_.)
+HUB_DATASET_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
 STAGE_VERSION = 1  # the engine's STAGE_VERSIONS["finetune"]: bump when outputs change meaning
 
@@ -109,6 +113,10 @@ def check(cfg: FinetuneConfig, key: str = "finetune") -> None:
             raise InvalidInput(f"{dk}.license: required: the SPDX id of the data's license (e.g. cc-by-4.0)")
         if not 0 <= d.eval_fraction < 1:
             raise InvalidInput(f"{dk}.eval_fraction: {d.eval_fraction} must be in [0, 1)")
+        if d.hub_id is not None and (not HUB_DATASET_ID.fullmatch(d.hub_id) or Path(d.hub_id).exists()
+                                     or d.hub_id.endswith((".jsonl", ".json", ".csv", ".parquet", ".txt"))):
+            raise InvalidInput(f"{dk}.hub_id: {d.hub_id!r} is not a Hub dataset id (owner/name, or a canonical "
+                               "name such as squad); a local path belongs in path")
     if cfg.golden and not _is_file(cfg.golden):
         raise InvalidInput(f"{key}.golden: {cfg.golden} not found")
     for name, ok, need in (

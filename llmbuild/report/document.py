@@ -31,6 +31,12 @@ def link_tree_file(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copy2(src, dst)
 
+def _sig(value, digits: int = 6) -> float:
+    """A metric value to `digits` significant digits: a KL divergence of 3e-9 stays 3e-09 (YAML prints it in
+    scientific notation), where rounding to decimals would print 0.0."""
+    return float(f"{float(value):.{digits}g}")
+
+
 _CUTOFF = re.compile(r"(knowledge cut-?off|training data cut-?off|data freshness)[^\n]{0,120}", re.I)
 
 
@@ -47,8 +53,20 @@ def write_all(build: BuildResult) -> None:
         adapter = build.finetune.get("adapter_dir")
         if adapter and (build.finetune_dir / adapter).is_dir():
             link_tree(build.finetune_dir / adapter, d / "adapter")
+            name_adapter_base(d / "adapter", adapter_base(build))
     if build.model is not None:
         (d / "README.md").write_text(model_card(build), encoding="utf-8")
+        for a in build.artifacts:
+            folder = d / "artifacts" / a.target
+            if a.hub_repo and a.export is not None and folder.is_dir():
+                # the folder is a Hub repository: its card is its README.md (a new file, not a cache link)
+                (folder / "README.md").unlink(missing_ok=True)
+                (folder / "README.md").write_text(model_card(build, only=a.target), encoding="utf-8")
+    from llmbuild.report import bom, serving
+
+    serving.write(build, d)
+    if build.model is not None:
+        bom.write(build, d)
     evaluation = eval_json(build)
     if evaluation is not None:
         (d / "eval.json").write_text(json.dumps(evaluation, indent=2, default=str))
@@ -56,6 +74,29 @@ def write_all(build: BuildResult) -> None:
     tmp = d / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     tmp.replace(d / "manifest.json")
+
+
+def adapter_base(build: BuildResult) -> str | None:
+    """Where AutoPeftModelForCausalLM finds the adapter's base model: the Hub id for a Hub source, else the
+    local folder the build read it from (model.path, or for a model made from a seed the acquire stage's
+    output in the cache)."""
+    if build.repo_id:
+        return build.repo_id
+    base = build.base_model or build.model
+    return str(Path(base.dir).resolve()) if base is not None else None
+
+
+def name_adapter_base(adapter_dir: Path, base: str | None) -> None:
+    """Set adapter_config.json's base_model_name_or_path in the build's copy. The cached adapter keeps null
+    (its bytes must not depend on where this build's inputs live); the build's file is replaced, not written
+    through its hard link into the cache."""
+    cfg_file = adapter_dir / "adapter_config.json"
+    if not cfg_file.is_file() or base is None:
+        return
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = base
+    cfg_file.unlink()
+    cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def _artifact_rows(build: BuildResult) -> list[dict]:
@@ -66,7 +107,8 @@ def _artifact_rows(build: BuildResult) -> list[dict]:
         rows.append({"name": a.target, "backend": a.backend, "precision": a.precision, "quantized": a.quantized,
                      "size": size, "bpw": exp.get("bits_per_weight"), "files": sorted(a.files),
                      "verification": a.verification or {"status": "not run"}, "evaluation": a.evaluation or {},
-                     "export": exp, "notes": "; ".join(a.notes), "usage": a.usage, "library": a.library})
+                     "export": exp, "notes": "; ".join(a.notes), "usage": a.usage, "library": a.library,
+                     "client": a.client or {}, "hub_repo": a.hub_repo})
     return rows
 
 
@@ -82,16 +124,16 @@ def eval_json(build: BuildResult) -> dict | None:
             "artifacts": {a.target: {"backend": a.backend, "precision": a.precision,
                                      "size": sum(f["size"] for f in a.files.values()),
                                      "bits_per_weight": (a.export or {}).get("bits_per_weight"),
-                                     **a.evaluation} for a in arts}}
+                                     **a.evaluation, **({"client": a.client} if a.client else {})} for a in arts}}
 
 
-def _eval_results(name: str, ev: dict, EvalResult) -> list:
+def _eval_results(name: str, ev: dict, EvalResult, client: dict | None = None) -> list:
     """model-index entries for one artifact's evaluation."""
     out = []
 
     def add(dataset_type, dataset_name, metric, value, label):
         out.append(EvalResult(task_type="text-generation", dataset_type=dataset_type, dataset_name=dataset_name,
-                              dataset_config=name, metric_type=metric, metric_value=round(float(value), 6),
+                              dataset_config=name, metric_type=metric, metric_value=_sig(value),
                               metric_name=f"{name} {label}"))
 
     if p := ev.get("parity"):
@@ -106,9 +148,15 @@ def _eval_results(name: str, ev: dict, EvalResult) -> list:
         ds = f"{task} ({t['format']} format)"
         add(task, ds, "acc", t["acc"], f"{task} acc")
         add(task, ds, "acc_norm", t["acc_norm"], f"{task} acc_norm")
-    if (g := ev.get("golden")) and "exact_match" in g:
+    cg = (client or {}).get("golden") or {}
+    if "exact_match" in cg:  # the headline figure is what the client gives through its own tokenizer
         for metric in ("exact_match", "token_f1", "contains"):
-            add("llmbuild-golden", "golden set", metric, g[metric], f"golden {metric.replace('_', ' ')}")
+            add("llmbuild-golden", f"golden set via {client.get('client')}", metric, cg[metric],
+                f"golden {metric.replace('_', ' ')}")
+    if (g := ev.get("golden")) and "exact_match" in g:
+        suffix = " on source token ids" if "exact_match" in cg else ""
+        for metric in ("exact_match", "token_f1", "contains"):
+            add("llmbuild-golden", f"golden set{suffix}", metric, g[metric], f"golden {metric.replace('_', ' ')}{suffix}")
     return out
 
 
@@ -125,7 +173,7 @@ def harness_results(name: str, harness: dict | None, EvalResult) -> list:
                 args["source_value"] = m["source"]
             out.append(EvalResult(
                 task_type="text-generation", dataset_type=task, dataset_name=f"{task} (lm-evaluation-harness)",
-                dataset_config=name, metric_type=metric, metric_value=round(float(m["value"]), 6),
+                dataset_config=name, metric_type=metric, metric_value=_sig(m["value"]),
                 metric_name=f"{name} {task} {metric}", metric_args={k: v for k, v in args.items() if v is not None}))
     return out
 
@@ -253,7 +301,7 @@ def _evaluation_section(build, rows) -> list[str]:
         "|" + "---|" * len(heads),
         "| " + " | ".join(srow) + " |",
     ]
-    skipped = []
+    skipped, via_client = [], []
     for r in evaluated:
         ev = r["evaluation"]
         if ev.get("status") == "skipped":
@@ -273,6 +321,10 @@ def _evaluation_section(build, rows) -> list[str]:
             row.append(f"{_delta(x['acc'], x['acc_source'])} / {_delta(x['acc_norm'], x['acc_norm_source'])}" if x else "-")
         if "golden" in src:
             g = ev.get("golden") or {}
+            cg = (r.get("client") or {}).get("golden") or {}
+            if "exact_match" in cg:  # what the artifact's users get: its client, through its own tokenizer
+                g = cg
+                via_client.append(r["name"])
             if "exact_match" in g:
                 row += [_delta(g["exact_match"], g["exact_match_source"]), _delta(g["token_f1"], g["token_f1_source"]),
                         _delta(g["contains"], g["contains_source"])]
@@ -291,9 +343,71 @@ def _evaluation_section(build, rows) -> list[str]:
         row.append("; ".join(f"{g['gate']} {g['figure']} {g['limit']} {'ok' if g['passed'] else '**FAILED**'}"
                              for g in ev.get("gates", [])))
         lines.append("| " + " | ".join(row) + " |")
+    if via_client:
+        lines += ["", "Golden columns of " + ", ".join(f"`{n}`" for n in via_client) + ": through the artifact's client "
+                  "with its own tokenizer and chat template, as its users run it (see As users run it, which gives "
+                  "the figures on the source's token ids beside them)."]
     if skipped:
         lines += ["", *(f"- {s}" for s in dict.fromkeys(skipped))]
     return lines
+
+
+def _client_section(build, rows) -> list[str]:
+    """Each artifact through the client its users run (llmbuild/evaluation/clients.py): how its tokenizer
+    and template compare with the source's on the golden prompts, and the figures through it beside the
+    figures on the source's ids."""
+    measured = [r for r in rows if r.get("client")]
+    if not measured:
+        return []
+    lines = ["", "### As users run it", "",
+             "Each artifact loaded by the client its users run, which tokenizes and renders the chat template itself "
+             "(llama.cpp from the GGUF's vocab and template, onnxruntime-genai from the folder's tokenizer files, "
+             "transformers from an HF folder's): how many golden prompts it turns into exactly the source's token ids, "
+             "the golden set answered through the client's own generation API (greedy), multiple choice on the "
+             "client's tokenization scored by the artifact's runtime, and speed end to end through the client. "
+             "Beside each figure, after `/`: the same figure on the source's token ids (the table above).", "",
+             "| artifact | client | golden prompts as the source | golden EM | golden F1 | golden contains | "
+             "multiple choice acc | MC requests as the source | gen tok/s | gates |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in measured:
+        c, ev = r["client"], r["evaluation"] or {}
+        if c.get("status") == "skipped":
+            notes.append(f"`{r['name']}`: {c.get('client')} not run ({c.get('reason')})")
+            continue
+        t = c.get("tokenization") or {}
+        g, gi = c.get("golden") or {}, ev.get("golden") or {}
+
+        def pair(k):
+            if k not in g:
+                return "-"
+            return f"{g[k]:.3f} / {gi[k]:.3f}" if isinstance(gi.get(k), (int, float)) else f"{g[k]:.3f}"
+
+        tasks = c.get("tasks") or {}
+        mc = "; ".join(f"{n} {x['acc']:.3f} / {((ev.get('tasks') or {}).get(n) or {}).get('acc', float('nan')):.3f}"
+                       for n, x in tasks.items()) or "-"
+        reqs = "; ".join(f"{x['requests_agree']}/{x['requests']}" for x in tasks.values()) or "-"
+        sp, spi = c.get("speed") or {}, ev.get("speed") or {}
+        speed = (f"{sp['gen_tokens_per_s']:.0f} / {spi['gen_tokens_per_s']:.0f}" if sp.get("gen_tokens_per_s")
+                 and spi.get("gen_tokens_per_s") else f"{sp['gen_tokens_per_s']:.0f}" if sp.get("gen_tokens_per_s")
+                 else "skipped" if sp.get("status") == "skipped" else "-")
+        gates = "; ".join(f"{x['gate']} {x['limit']} {'ok' if x['passed'] else '**FAILED**'}" for x in c.get("gates", []))
+        tok = f"{t['agree']}/{t['golden_prompts']}" if t else "-"
+        lines.append(f"| `{r['name']}` | {c.get('client')} {c.get('client_version', '')} | {tok} | {pair('exact_match')} | "
+                     f"{pair('token_f1')} | {pair('contains')} | {mc} | {reqs} | {speed} | {gates} |")
+        if t and t.get("agree", 0) < t.get("golden_prompts", 0):
+            line = (f"`{r['name']}`: {t['golden_prompts'] - t['agree']} of {t['golden_prompts']} golden prompts reach "
+                    f"the model as other token ids through {c.get('client')} ({c.get('tokenizer')}) than through the "
+                    "source's tokenizer")
+            for d in (t.get("differ") or [])[:1]:  # the first; eval.json has more
+                src = " ".join(f"`{p!r}`({i})" for i, p in d["source"])
+                cli = " ".join(f"`{p!r}`({i})" for i, p in d["client"])
+                line += (f"; e.g. prompt {d['index']} (\"{d['prompt']}\") first differs at token {d['position']} of "
+                         f"{d['source_tokens']} (client: {d['client_tokens']}): source {src}, client {cli}")
+            notes.append(line)
+        if sp.get("status") == "skipped":
+            notes.append(f"`{r['name']}` speed: {sp.get('reason')}")
+    return lines + (["", *(f"- {n}" for n in notes)] if notes else [])
 
 
 def build_manifest(build: BuildResult) -> dict:
@@ -367,7 +481,9 @@ def _cutoff(model_dir: Path) -> str | None:
     return None
 
 
-def model_card(build: BuildResult) -> str:
+def model_card(build: BuildResult, only: str | None = None) -> str:
+    """The card of the build folder, or with `only`, of that one artifact's folder (a Hub repository:
+    its README.md, whose metadata describes that folder alone)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from llmbuild import licenses
@@ -375,9 +491,12 @@ def model_card(build: BuildResult) -> str:
     rec = build.model.record
     cfg = rec["config"]
     decision = build.license_decision
-    rows = _artifact_rows(build)
+    rows = [r for r in _artifact_rows(build) if only is None or r["name"] == only]
+    if only is not None:  # the folder's own card: its paths are relative to the folder itself
+        for r in rows:
+            r["usage"] = [u.replace(f"artifacts/{only}/", "").replace(f"'artifacts/{only}'", "'.'") for u in r["usage"]]
     quantized = any(r["quantized"] for r in rows)
-    base = build.repo_id
+    base = build.repo_id  # a Hub id or nothing: a local path is not Hub metadata
     relation = "finetune" if build.finetune else ("quantized" if quantized else None)
     evals = []
     for r in rows:
@@ -390,32 +509,48 @@ def model_card(build: BuildResult) -> str:
                 evals.append(EvalResult(
                     task_type="text-generation", dataset_type="llmbuild-parity-probes",
                     dataset_name="parity probes vs source model", dataset_config=r["name"],
-                    metric_type=metric, metric_value=round(float(value), 6),
+                    metric_type=metric, metric_value=_sig(value),
                     metric_name=f"{r['name']} {label}"))
-        evals += _eval_results(r["name"], r["evaluation"], EvalResult)
+        evals += _eval_results(r["name"], r["evaluation"], EvalResult, r["client"])
         evals += harness_results(r["name"], (r["evaluation"] or {}).get("harness"), EvalResult)
-    evals += harness_results("source", (build.eval_source or {}).get("harness"), EvalResult)
+    if only is None:
+        evals += harness_results("source", (build.eval_source or {}).get("harness"), EvalResult)
     lic = licenses.card_fields(decision) if decision is not None else {}
     data = ModelCardData(
         model_name=build.model_name,
         license=lic.get("license"), license_name=lic.get("license_name"), license_link=lic.get("license_link"),
-        base_model=base, library_name="transformers" if not rows else None,
+        base_model=base, library_name=card_library(rows),
         pipeline_tag="text-generation",
         tags=sorted({"llmbuild", *(r["backend"] for r in rows), *(r["precision"] for r in rows)}),
         eval_results=evals or None,
-        datasets=[d["path"] for d in build.finetune["datasets"]] if build.finetune else None,
+        datasets=card_datasets(build),
         **({"base_model_relation": relation} if base and relation else {}),
     )
-    if rows:
-        # the artifacts' library when they are all of one kind, else none
-        libraries = {r["library"] for r in rows}
-        data.library_name = libraries.pop() if len(libraries) == 1 else None
     card = ModelCard.from_template(data, template_str=_TEMPLATE_HEADER + "\n{{ body }}\n",
-                                   body=_body(build, rows, cfg, rec, decision))
+                                   body=_body(build, rows, cfg, rec, decision, in_folder=only is not None))
     return str(card)
 
 
-def _training_details(r: dict) -> list[str]:
+def card_library(rows: list[dict]) -> str:
+    """The card's library_name (the Hub's "use this model" button and its filters): transformers when the
+    build has a transformers folder (hf, trtllm) or no artifact, else the library of the first artifact
+    (the others are tags: the Hub reads GGUF and ONNX files by themselves)."""
+    libraries = [r["library"] or "transformers" for r in rows]
+    if not libraries or "transformers" in libraries:
+        return "transformers"
+    return libraries[0]
+
+
+def card_datasets(build: BuildResult) -> list[str] | None:
+    """Hub dataset ids of the fine-tuning data (finetune.datasets[].hub_id), never local paths."""
+    if not build.finetune:
+        return None
+    specs = ((build.config or {}).get("finetune") or {}).get("datasets") or []
+    ids = [d["hub_id"] for d in specs if isinstance(d, dict) and d.get("hub_id")]
+    return list(dict.fromkeys(ids)) or None
+
+
+def _training_details(r: dict, in_folder: bool = False) -> list[str]:
     hp = r.get("hyperparameters", {})
     g = r.get("golden") or {}
     lines = [
@@ -436,7 +571,7 @@ def _training_details(r: dict) -> list[str]:
     if g:
         lines.append(f"| golden set exact match ({g['n']} questions) | {g['before']['exact_match']:.3f} | "
                      f"{g['after']['exact_match']:.3f} |")
-    lines += ["", "![train and eval loss](loss.png)", "",
+    lines += ["", *([] if in_folder else ["![train and eval loss](loss.png)", ""]),
               "Hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in sorted(hp.items()) if v is not None)]
     return lines
 
@@ -444,7 +579,7 @@ def _training_details(r: dict) -> list[str]:
 _TEMPLATE_HEADER = "---\n{{ card_data }}\n---\n"
 
 
-def _body(build: BuildResult, rows, cfg, rec, decision) -> str:
+def _body(build: BuildResult, rows, cfg, rec, decision, in_folder: bool = False) -> str:
     from llmbuild import licenses
 
     status, seconds, host = build.status, build.seconds, build.host
@@ -513,7 +648,7 @@ def _body(build: BuildResult, rows, cfg, rec, decision) -> str:
     lines += [
         "## Training Details",
         "",
-        *(_training_details(build.finetune) if build.finetune else
+        *(_training_details(build.finetune, in_folder) if build.finetune else
           ["No training in this build: the weights are the source model's, converted."]),
         "",
         "## Evaluation",
@@ -536,6 +671,7 @@ def _body(build: BuildResult, rows, cfg, rec, decision) -> str:
         else:
             lines.append(f"| `{r['name']}` | - | UNVERIFIED: {v.get('reason', v.get('status'))} | | | | | | |")
     lines += _evaluation_section(build, rows)
+    lines += _client_section(build, rows)
     lines += harness_section(build, rows)
     lines += contamination_lines(build)
     lines += [

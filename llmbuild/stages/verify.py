@@ -58,6 +58,7 @@ GATES = {
     "max_ppl_ratio": ("<=", None, ["parity.ppl_ratio", "perplexity.ratio"]),
     "min_acc": (">=", None, ["tasks.*.acc"]),
     "min_golden_em": (">=", None, ["golden.exact_match"]),
+    "min_client_agreement": (">=", None, []),  # the client stage's (llmbuild/evaluation/clients.py)
 }
 
 def apply_gates(record: dict, gates: dict) -> list[dict]:

@@ -28,6 +28,7 @@ BACKENDS: dict[str, str] = {
     "gguf": "llmbuild.targets.gguf",  # llama.cpp; F32/F16/BF16/Q8_0/Q4_0 ... and the K-quants
     "trtllm": "llmbuild.targets.trtllm",  # TensorRT-LLM/vLLM/SGLang HF checkpoints: bf16/fp16, ModelOpt FP8, INT4-AWQ
     "tensorrt": "llmbuild.targets.tensorrt",  # ONNX prepared for TensorRT; engine built where an NVIDIA GPU is
+    "hf": "llmbuild.targets.hf",  # a Hub-ready transformers repository folder (sharded safetensors + card)
 }
 
 

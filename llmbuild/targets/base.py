@@ -27,6 +27,17 @@ class Runtime:
     install: str  # how to install it (the warning when it is not: artifacts are then UNVERIFIED)
 
 
+@dataclass(frozen=True)
+class Client:
+    """The client users load a backend's artifacts with, which tokenizes and renders chat templates
+    itself (llmbuild/evaluation/clients.py measures the artifact through it)."""
+
+    dist: str  # its distribution: the version goes into the client stage's key and the card
+    module: str  # the import name whose presence means it is installed
+    install: str  # how to install it (the client figures are skipped, with this hint, when it is not)
+    tokenizer: str  # where its tokenizer and chat template come from, for the card
+
+
 class Backend:
     name: ClassVar[str]  # the `backend:` value in a recipe
     Options: ClassVar[type]  # its recipe keys (a dataclass with `backend` and `gates: Gates` fields)
@@ -42,6 +53,8 @@ class Backend:
     # why its speed is not measured although it generates (the figure would not be a deployment's)
     no_speed: ClassVar[str | None] = None
     card_library: ClassVar[str | None] = None  # the card's library_name when every artifact is this backend's
+    client: ClassVar[Client | None] = None  # the client its users run, measured through its own tokenizer
+    hub_repo: ClassVar[bool] = False  # its folder is a Hub model repository: the card goes into it as README.md
 
     # -- plan time ------------------------------------------------------------------------------------
     def check_options(self, options, key: str) -> None:
@@ -94,6 +107,14 @@ class Backend:
                  eos_id: int | None, threads: int = 2, timings: dict | None = None) -> list[int]:
         """Greedy tokens through the runtime's KV cache (golden sets, speed); see `no_generation`."""
         raise NotImplementedError(self.no_generation or f"the {self.name} backend has no generation function")
+
+    def client_available(self) -> bool:
+        return self.client is not None and importlib.util.find_spec(self.client.module) is not None
+
+    def open_client(self, artifact_dir: Path, record: dict, threads: int):
+        """The artifact opened in `client` as a user opens it: a session with the methods
+        llmbuild/evaluation/clients.py lists (encode, chat_ids, answer, run, piece, close)."""
+        raise NotImplementedError(f"the {self.name} backend declares no client")
 
     # -- documents ------------------------------------------------------------------------------------
     def usage(self, target: str, record: dict, files: list[str]) -> list[str]:

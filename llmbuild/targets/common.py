@@ -21,7 +21,11 @@ class Gates:
     max_abs_diff: Optional[float] = None  # largest absolute logit difference (probe prompts)
     max_ppl_ratio: Optional[float] = None  # artifact perplexity / source perplexity (eval.text, eval.heldout_text)
     min_acc: Optional[float] = None  # lowest multiple-choice acc of any eval.tasks entry; no default
-    min_golden_em: Optional[float] = None  # golden-set exact match (eval.golden); no default
+    min_golden_em: Optional[float] = None  # golden-set exact match (eval.golden), also through the client; no default
+    # share of golden prompts the artifact's client (llama.cpp, onnxruntime-genai, transformers from the
+    # folder) tokenizes exactly as the source does; None: not gated, the card says how many differ and
+    # where. 1.0 stops a build whose users would send the model other ids than it was evaluated on
+    min_client_agreement: Optional[float] = None
 
 
 @dataclass

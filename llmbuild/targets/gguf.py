@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 from llmbuild.targets.gguf_vocab import MODES as TOKENIZER_MODES
 from llmbuild.targets.gguf_vocab import read_vocab
@@ -85,7 +85,7 @@ IMATRIX_NO_EFFECT = {"f32", "f16", "bf16", "q8_0"}
 
 # Gates per quant, against the fp32 source. max_kld is the quality gate: above llama.cpp's published
 # mean KLD vs fp16 on Llama-3-8B (Q8_0 0.00136, Q6_K 0.00545, Q5_K_M 0.0108, Q4_K_M 0.0313, Q4_0 0.0719,
-# Q2_K 0.445; formats.md) with room for small models, which quantize worse; the tiny test models
+# Q2_K 0.445; llama.cpp's tools/perplexity/README.md, PR #6936) with room for small models, which quantize worse; the tiny test models
 # measure 1.9e-6 (q8_0) and 1.8e-4 (q4_0). min_top1 is a floor that catches a broken file (which agrees
 # on ~1/vocab of positions), not a quality bar: on models with near-tied logits it is noisy (tiny
 # Llama: q8_0 0.97, q4_0 0.67, q4_1 0.79, q5_x 0.90; tiny Qwen2: 1.0 at every quant). max_abs_diff
@@ -768,6 +768,7 @@ class Gguf(Backend):
     runtime = Runtime(RUNTIME_DIST, "llama_cpp", INSTALL_HINT)
     path_options = PATH_OPTIONS
     card_library = "gguf"
+    client = Client(RUNTIME_DIST, "llama_cpp", INSTALL_HINT, "the GGUF's vocab and tokenizer.chat_template")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -802,11 +803,25 @@ class Gguf(Backend):
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import gguf_client
+
+        return gguf_client.open_session(artifact_dir, record, threads)
+
     def usage(self, target, record, files):
         path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
         return [f"`{target}` with llama.cpp (`pip install llama-cpp-python`):", "", "```python",
                 "from llama_cpp import Llama", f"llm = Llama(model_path='{path}')",
                 "print(llm('Hello', max_tokens=32)['choices'][0]['text'])", "```", ""]
+
+    def serving(self, target, record):
+        """llama.cpp's server and llama-cpp-python's, on the file with its declared context."""
+        path = f"artifacts/{target}/{record.get('file', 'model.gguf')}"
+        ctx = record.get("context_length")
+        return {"llama-server": [f"llama-server -m {path} --jinja --host 127.0.0.1 --port 8080"
+                                 + (f" -c {ctx}" if ctx else "")],
+                "llama_cpp.server": [f"python -m llama_cpp.server --model {path} --host 127.0.0.1 --port 8080"
+                                     + (f" --n_ctx {ctx}" if ctx else "")]}
 
     def notes(self, record):
         notes = super().notes(record)

@@ -17,7 +17,7 @@ is not involved. Measured on the 959 MB `mid` checkpoint of anchors-measured.md:
 RSS for the whole process (fp16: 2.8 s, 387 MB), where optimum-cli takes 34 s and 4,229 MB.
 `torch.onnx.export` is not used: exporters hold the whole model and its traced graph, and
 transformers 5's cache objects are not the flat past-key-value tensors a graph takes (where Olive's
-capture modes failed; see formats.md).
+capture modes failed: docs/anchors.md).
 
 The graph is plain ai.onnx, opset 23 (the first with RMSNormalization, RotaryEmbedding and Attention,
 which onnxruntime 1.32 runs on CPU in float32 and float16): per layer RMSNormalization, Gemm
@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_quant, tokenizer_files
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets import onnx_layout, onnx_quant, tokenizer_files
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
 NAME = "onnx"
@@ -195,7 +195,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
             shutil.copyfile(ckpt.dir / name, out_dir / name)
             files.append(name)
     files += tokenizer_files.ship(ckpt.dir, out_dir)
-    return onnx_quant.apply(out_dir, options, {
+    record = onnx_quant.apply(out_dir, options, {
         "files": files,
         "format": "onnx",
         "precision": options.dtype,
@@ -208,6 +208,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "num_parameters": n_params,
         "bytes": sum((out_dir / f).stat().st_size for f in model_files),
     })
+    # the clients' layout: onnx/model{suffix}.onnx, genai_config.json, a tokenizer_config.json 4.x loads
+    return onnx_layout.apply(out_dir, record, ckpt.config, arch, arch.context)
 
 
 def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
@@ -583,7 +585,7 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     """
     import numpy as np
 
-    sess = _session(Path(artifact_dir) / "model.onnx", record.get("execution_provider", "cpu"))
+    sess = _session(Path(artifact_dir) / record.get("file", "model.onnx"), record.get("execution_provider", "cpu"))
     pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
     kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
     out_names = [o.name for o in sess.get_outputs()]
@@ -613,6 +615,8 @@ class Onnx(Backend):
     tools = TOOLS
     runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
     card_library = "onnx"
+    client = Client("onnxruntime-genai", "onnxruntime_genai", "pip install 'llmbuild[clients]' (onnxruntime-genai)",
+                    "the folder's tokenizer files and chat template (genai_config.json)")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -628,12 +632,16 @@ class Onnx(Backend):
     def default_gates(self, options):
         return default_gates(options)
 
+    def key_extra(self, options):
+        return {"layout": onnx_layout.REVISION}
+
     def runtime_available(self):
         return runtime_available()
 
     def planned_files(self, options, model_name):
-        data = {"always": [DATA_FILE], "auto": [f"{DATA_FILE} (weights over {AUTO_EXTERNAL_ABOVE / 1e9:g} GB)"]}
-        return ["model.onnx", *data.get(options.external_data, []), "config.json", "tokenizer files"]
+        graph = onnx_layout.model_file(precision(options))
+        data = {"always": [f"{graph}_data"], "auto": [f"{graph}_data (weights over {AUTO_EXTERNAL_ABOVE / 1e9:g} GB)"]}
+        return [graph, *data.get(options.external_data, []), "genai_config.json", "config.json", "tokenizer files"]
 
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
@@ -646,11 +654,16 @@ class Onnx(Backend):
 
         return onnx_runtime.generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import onnx_client
+
+        return onnx_client.open_session(artifact_dir, record, threads)
+
     def usage(self, target, record, files):
-        return [f"`{target}` with onnxruntime (inputs `input_ids`, `attention_mask`, `position_ids`, "
-                "`past_key_values.N.key/value`; outputs `logits`, `present.N.key/value`):", "", "```python",
-                "import onnxruntime as ort", f"sess = ort.InferenceSession('artifacts/{target}/model.onnx')",
-                "print([i.name for i in sess.get_inputs()])", "```", ""]
+        return onnx_layout.usage(target, record)
+
+    def serving(self, target, record):
+        return onnx_layout.serving(target, record)
 
 
 BACKEND = Onnx()

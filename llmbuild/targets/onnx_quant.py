@@ -25,7 +25,7 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits' supported blocks: smaller i
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits: 0/1 float32 compute, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)
 
 # Gates against the fp32 source, above what weight-only 4-bit and dynamic 8-bit cost (llama.cpp's
-# Llama-3-8B figures for its nearest types: Q8_0 KLD 0.00136, Q4_0 0.0719; formats.md); dynamic int8
+# Llama-3-8B figures for its nearest types: Q8_0 KLD 0.00136, Q4_0 0.0719; llama.cpp's tools/perplexity/README.md); dynamic int8
 # also rounds every activation, so it sits between the two. min_top1 is a floor against broken graphs.
 DEFAULT_GATES = {
     "int8": {"min_top1": 0.70, "max_kld": 0.05, "max_abs_diff": 3.0, "max_ppl_ratio": 1.10},

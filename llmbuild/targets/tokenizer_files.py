@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import source_tokenizer
+from llmbuild.targets import portable_tokenizer, source_tokenizer
 
 # what transformers reads a tokenizer from (tokenizer.json, or the slow files it converts)
 SHIPPED = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
@@ -81,4 +81,6 @@ def ship(model_dir: Path, out_dir: Path) -> list[str]:
             cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             if "tokenizer_config.json" not in written:
                 written.append("tokenizer_config.json")
+    # fields transformers 4.x (optimum) cannot read back, rewritten so every client loads the folder
+    written += [f for f in portable_tokenizer.apply(out_dir) if f not in written]
     return written

@@ -57,7 +57,7 @@ from pathlib import Path
 
 from llmbuild.errors import InvalidInput
 from llmbuild.targets import modelopt_loader
-from llmbuild.targets.base import Backend, Runtime
+from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
 
 NAME = "trtllm"
@@ -111,7 +111,7 @@ def _layout(arch) -> _Layout:
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
 # gguf target's bf16/f16 rows (the same rounding of the weights), max_ppl_ratio included. FP8 E4M3 keeps 3 mantissa bits on
 # weights *and* activations, INT4-AWQ 4 bits per weight: their KLD limits sit with llama.cpp's q8_0 and
-# q4_0 rows (formats.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
+# q4_0 rows (llama.cpp's tools/perplexity/README.md). Measured on a tiny Llama trained for 150 steps on the shipped corpus
 # (tests/targets/test_trtllm.py): FP8 top-1 0.90 / KLD 0.002, FP8 per-channel 0.95 / 0.002, INT4-AWQ
 # 0.92 / 0.013. Random-weight models have nearly flat next-token distributions whose top-2 gaps are
 # below quantization noise, so their top-1 agreement says little (the gpu-targets recipe sets its own).
@@ -1244,6 +1244,8 @@ class Trtllm(Backend):
     runtime = Runtime(RUNTIME_DIST, "transformers", "pip install transformers torch")
     path_options = ("calibration_text",)
     no_speed = SPEED_SKIPPED
+    # vLLM, SGLang and TensorRT-LLM tokenize with transformers from the folder's files
+    client = Client("transformers", "transformers", "pip install transformers", "the folder's tokenizer files")
 
     def check_options(self, options, key):
         check_options(options, key)
@@ -1281,6 +1283,11 @@ class Trtllm(Backend):
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
 
+    def open_client(self, artifact_dir, record, threads):
+        from llmbuild.targets import hf_client
+
+        return hf_client.open_session(self, artifact_dir, record, threads)
+
     def usage(self, target, record, files):
         serve = record.get("serve") or {}
         return [f"`{target}` with TensorRT-LLM or vLLM (run in `artifacts/{target}/`; see its SERVE.md):", "",
@@ -1297,8 +1304,15 @@ class Trtllm(Backend):
         return notes
 
     def serving(self, target, record):
+        """SERVE.md's lines (written in the folder at export) from the build folder, plus vLLM's CPU build,
+        whose `vllm serve` entry point is missing (hf.serving_lines says why)."""
         serve = record.get("serve") or {}
-        return {k: [v] for k, v in serve.items() if k in ("trtllm-serve", "vllm") and v}
+        d = f"artifacts/{target}"
+        out = {k: [f"cd {d} && {serve[k]}"] for k in ("trtllm-serve", "vllm") if serve.get(k)}
+        if serve.get("vllm"):
+            out["vllm-cpu"] = [f"cd {d} && " + serve["vllm"].replace(
+                "vllm serve .", "python -m vllm.entrypoints.openai.api_server --model .", 1)]
+        return out
 
 
 BACKEND = Trtllm()

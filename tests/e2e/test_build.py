@@ -26,7 +26,7 @@ def test_build_outputs(first_build):
     assert m["status"] == "built"
     assert {s["stage"] for s in m["stages"]} >= {"acquire", "license", "reference", "evalref", "export:onnx32",
                                                    "verify:onnx32", "evaluate:onnx32", "export:gguf8", "verify:gguf8",
-                                                   "evaluate:gguf8"}
+                                                   "evaluate:gguf8", "client:onnx32", "client:gguf8"}
     for name in ("onnx32", "gguf8"):
         a = next(x for x in m["artifacts"] if x["target"] == name)
         v = a["verification"]
@@ -36,7 +36,7 @@ def test_build_outputs(first_build):
         for f in a["files"]:
             assert (d / f["path"]).is_file()
             assert f["sha256"] and len(f["sha256"]) == 64
-    assert (d / "artifacts" / "onnx32" / "model.onnx").is_file()
+    assert (d / "artifacts" / "onnx32" / "onnx" / "model.onnx").is_file()  # where transformers.js and optimum look
     assert any(p.suffix == ".gguf" for p in (d / "artifacts" / "gguf8").iterdir())
     # inputs are recorded with digests
     assert all(len(v["sha256"]) == 64 for v in m["inputs"]["files"].values())
@@ -93,7 +93,7 @@ def test_target_change_reruns_only_that_target(first_build):
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = manifest(latest(cwd))
     ran = sorted(s["stage"] for s in m["stages"] if s["status"] == "run")
-    assert ran == ["evaluate:gguf8", "export:gguf8", "verify:gguf8"], ran
+    assert ran == ["client:gguf8", "evaluate:gguf8", "export:gguf8", "verify:gguf8"], ran
 
 
 def test_gate_too_tight_fails_with_4(first_build):
@@ -152,7 +152,8 @@ def test_evaluation_in_eval_json_manifest_and_card(first_build):
         a = next(x for x in m["artifacts"] if x["target"] == name)
         e = a["evaluation"]
         assert e == {k: v for k, v in ev["artifacts"][name].items()
-                     if k not in ("backend", "precision", "size", "bits_per_weight")}
+                     if k not in ("backend", "precision", "size", "bits_per_weight", "client")}
+        assert ev["artifacts"][name]["client"] == a["client"]  # the figures through the artifact's client
         assert e["status"] == "passed" and e["parity"]["tokens"] == 2 * 31
         assert e["tasks"]["mmlu-sample"]["n"] == 4 and e["golden"]["n"] == 38
         assert e["speed"]["gen_tokens_per_s"] > 0 and e["gates"]

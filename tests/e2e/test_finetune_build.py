@@ -4,6 +4,7 @@ the manifest, the dataset license reaches the license gate, and a rerun reuses t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ LORA = ["finetune=lora", "finetune.max_steps=6", "finetune.batch_size=4", "finet
         "finetune.lora.alpha=8", "finetune.checkpoint_every=3", "finetune.max_seq_len=64",
         f"finetune.golden={DATA / 'golden.jsonl'}",
         f"finetune.datasets=[{{path: {DATA / 'facts-train.jsonl'}, shape: chat, license: cc0-1.0, "
-        f"eval_path: {DATA / 'facts-eval.jsonl'}}}]"]
+        f"eval_path: {DATA / 'facts-eval.jsonl'}, hub_id: acme/demo-facts}}]", "+targets.merged.backend=hf"]
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +53,44 @@ def test_nc_training_data_fails_the_commercial_gate(built):
     proc = run_cli(["recipe=tiny", corpus_override(), "~targets.onnx32", *nc], built)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_adapter_finds_its_base_and_the_merged_model_is_a_hub_folder(built):
+    """The build's adapter names its base (here the seeded model's folder), so AutoPeftModelForCausalLM loads
+    it alone and computes what the merged model in artifacts/merged (the hf target) computes; that folder's
+    card lists the dataset by its Hub id, never its path, and says it is a fine-tune."""
+    import torch
+    from huggingface_hub import ModelCard
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from llmbuild.report.card_checks import problems
+
+    d = latest(built)
+    acfg = json.loads((d / "adapter" / "adapter_config.json").read_text())
+    base = acfg["base_model_name_or_path"]
+    assert base and (Path(base) / "config.json").is_file()
+    assert base == str((built / manifest(d)["base_model_inputs"]["model_dir"]).resolve())
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(str(d / "adapter"), dtype=torch.float32).eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(d / "artifacts" / "merged"), dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 45, 87, 300, 12, 99]])
+    with torch.no_grad():
+        assert (peft_model(ids).logits - merged(ids).logits).abs().max() < 1e-3
+    # the cached adapter is untouched: its config keeps null (the cache entry's bytes do not depend on paths)
+    cached = next(built.glob("outputs/.cache/**/finetune/**/adapter/adapter_config.json"))
+    assert json.loads(cached.read_text())["base_model_name_or_path"] is None
+    text = (d / "artifacts" / "merged" / "README.md").read_text()
+    assert problems(text) == []
+    data = ModelCard(text).data.to_dict()
+    assert data["datasets"] == ["acme/demo-facts"] and data["library_name"] == "transformers"
+    assert ModelCard.load(d / "README.md").data.to_dict()["datasets"] == ["acme/demo-facts"]
+
+
+def test_dataset_hub_id_must_be_an_id(tmp_path):
+    from tests.helpers import one_line_error
+
+    args = [a for a in LORA if not a.startswith("finetune.datasets=")] + [
+        f"finetune.datasets=[{{path: {DATA / 'facts-train.jsonl'}, shape: chat, license: cc0-1.0, "
+        f"hub_id: {DATA / 'facts-train.jsonl'}}}]"]
+    proc = run_cli(["recipe=tiny", corpus_override(), "~targets.onnx32", *args], tmp_path)
+    assert proc.returncode == 2 and "finetune.datasets[0].hub_id" in one_line_error(proc)

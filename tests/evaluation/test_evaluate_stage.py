@@ -89,7 +89,10 @@ def test_onnx_fp32_and_int4(setup):
 
     q4 = setup.root / "onnx-int4"
     shutil.copytree(out, q4)
-    rec4 = onnx_quant.apply(q4, SimpleNamespace(quant="int4", dtype="fp32", block_size=32, accuracy_level=4), rec32)
+    # the quantizer runs inside the export on the graph before the clients' layout moves it under onnx/
+    (q4 / rec32["file"]).replace(q4 / "model.onnx")
+    rec4 = onnx_quant.apply(q4, SimpleNamespace(quant="int4", dtype="fp32", block_size=32, accuracy_level=4),
+                            {**rec32, "file": "model.onnx"})
     ev4 = run(setup, onnx.BACKEND, "onnx", q4, rec4)
     gates = onnx_quant.DEFAULT_GATES["int4"]
     assert all(r["passed"] for r in evaluate.apply_gates(ev4, gates)), evaluate.apply_gates(ev4, gates)
@@ -103,7 +106,7 @@ def test_backend_without_generation_skips_golden_and_speed(setup):
     # scores like onnx, cannot generate, as the tensorrt backend declares
     fake = SimpleNamespace(run_logits=onnx.run_logits, runtime=tensorrt.BACKEND.runtime,
                            no_generation=tensorrt.BACKEND.no_generation, no_speed=None)
-    rec = run(setup, fake, "tensorrt", out, {"execution_provider": "cpu"})
+    rec = run(setup, fake, "tensorrt", out, {"execution_provider": "cpu", "file": "onnx/model.onnx"})
     assert rec["parity"]["top1"] == 1.0 and rec["tasks"]["mmlu"]["n"] == 4
     for part in ("golden", "speed"):
         assert rec[part]["status"] == "skipped" and "GPU" in rec[part]["reason"]

@@ -27,6 +27,9 @@ PLACEHOLDERS = ("my-recipe", "my.jsonl", "=DIR", "~/recipes/", "PATH_OR_HUB_ID",
 SERVER_LINES = {("python", "-m", "llama_cpp.server"), ("curl", "-s")}
 # commands the recipes describe in prose rather than as a `llmbuild ...` line
 PROSE = {"recipes/license-llama.yaml": [("recipe=license-llama build.model_name=my-model", 3)]}
+# commands on a finished build folder: run for real on a tiny build by tests/clients/test_clients.py
+# (llmbuild-publish against an HTTP stand-in of the Hub, llmbuild-verify on a tampered copy)
+AFTER_A_BUILD = ("llmbuild-publish", "llmbuild-verify")
 # launchers that need a cluster this machine does not have: their commands compose and plan here; the
 # launchers themselves run in tests/e2e/test_sweeps.py (submitit_local, a local Ray cluster)
 NEEDS_CLUSTER = ("hydra/launcher=ray_cluster", "hydra/launcher=submitit_slurm", "recipe=sweep-slurm")
@@ -76,7 +79,8 @@ def readme_commands() -> list[Command]:
         program = Path(words[0]).name
         if any(tuple([program, *words[1:]])[:len(pre)] == pre for pre in SERVER_LINES):
             continue
-        assert program in ("llmbuild", "llmbuild-license", "llmbuild-monitor", "make"), f"README.md:{n}: {line}"
+        assert program in ("llmbuild", "llmbuild-license", "llmbuild-monitor", "make", *AFTER_A_BUILD), \
+            f"README.md:{n}: {line}"
         out.append(Command(f"README.md:{n}", program, words[1:], _exit_code(comment), env or None))
     return out
 
@@ -100,7 +104,7 @@ def recipe_commands() -> list[Command]:
 
 
 COMMANDS = readme_commands() + recipe_commands()
-RUNNABLE = [c for c in COMMANDS if not c.placeholder and c.program not in ("make", "llmbuild-monitor")]
+RUNNABLE = [c for c in COMMANDS if not c.placeholder and c.program not in ("make", "llmbuild-monitor", *AFTER_A_BUILD)]
 MONITOR = [c for c in COMMANDS if c.program == "llmbuild-monitor"]
 
 

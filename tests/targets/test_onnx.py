@@ -100,7 +100,7 @@ def test_fp16_within_default_gates(arch, exports, reference):
         assert m["top1"] >= gates["min_top1"], m
         assert m["kld_mean"] <= gates["max_kld"], m
         assert m["max_abs_diff"] <= gates["max_abs_diff"], m
-    g = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    g = onnx.load(str(out / rec["file"]), load_external_data=False).graph
     types = {i.name: i.type.tensor_type.elem_type for i in [*g.input, *g.output]}
     assert types["past_key_values.0.key"] == types["present.1.value"] == onnx.TensorProto.FLOAT16
     assert types["logits"] == onnx.TensorProto.FLOAT
@@ -115,8 +115,9 @@ def test_record_files_and_tied_embeddings(exports, tiny_models):
     from transformers import AutoModelForCausalLM
 
     out, rec = exports("Qwen2ForCausalLM")
-    assert sorted(p.name for p in out.iterdir()) == sorted(rec["files"])
-    assert {"model.onnx", "config.json", "tokenizer.model", "tokenizer_config.json"} <= set(rec["files"])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(rec["files"])
+    assert {"onnx/model.onnx", "config.json", "genai_config.json", "tokenizer.model",
+            "tokenizer_config.json"} <= set(rec["files"])
     assert rec["format"] == "onnx" and rec["opset"] == 23 and rec["external_data"] is False
     assert rec["inputs"][:3] == ["input_ids", "attention_mask", "position_ids"]
     assert rec["inputs"][3:5] == ["past_key_values.0.key", "past_key_values.0.value"]
@@ -125,15 +126,15 @@ def test_record_files_and_tied_embeddings(exports, tiny_models):
     hf = AutoModelForCausalLM.from_pretrained(tiny_models["Qwen2ForCausalLM"], dtype=torch.float32)
     assert rec["num_parameters"] == hf.num_parameters() and rec["bits_per_weight"] == 32
     json.dumps(rec)
-    names = {t.name for t in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.initializer}
+    names = {t.name for t in onnx.load(str(out / rec["file"]), load_external_data=False).graph.initializer}
     assert "lm_head.weight" not in names and "model.layers.0.self_attn.q_proj.bias" in names
 
 
 def test_metadata_props(exports):
     import onnx
 
-    out, _ = exports("LlamaForCausalLM", dtype="fp16")
-    props = {p.key: p.value for p in onnx.load(str(out / "model.onnx"), load_external_data=False).metadata_props}
+    out, rec = exports("LlamaForCausalLM", dtype="fp16")
+    props = {p.key: p.value for p in onnx.load(str(out / rec["file"]), load_external_data=False).metadata_props}
     assert props["llmbuild.name"] == META.name and props["license"] == "other"
     assert props["license_name"] == "acme-license" and props["license_link"] == META.license_link
     assert props["base_model"] == "acme/tiny-base" and props["quantized_by"] == "llmbuild test"
@@ -146,9 +147,9 @@ def test_streamed_file_is_valid_onnx_with_the_checkpoint_weights(exports, tiny_m
     import onnx
     from onnx import numpy_helper
 
-    out, _ = exports("Qwen2ForCausalLM")
-    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
-    inits = {t.name: t for t in onnx.load(str(out / "model.onnx")).graph.initializer}
+    out, rec = exports("Qwen2ForCausalLM")
+    onnx.checker.check_model(str(out / rec["file"]), full_check=True)
+    inits = {t.name: t for t in onnx.load(str(out / rec["file"])).graph.initializer}
     ckpt = open_checkpoint(tiny_models["Qwen2ForCausalLM"])
     for name, x in ckpt.iter_tensors():
         np.testing.assert_array_equal(numpy_helper.to_array(inits[name]), x.numpy())
@@ -158,10 +159,13 @@ def test_external_data_always(exports):
     import onnx
 
     out, rec = exports("MistralForCausalLM", external_data="always")
-    assert rec["external_data"] is True and "model.onnx.data" in rec["files"]
-    assert (out / "model.onnx").stat().st_size < 100_000 < (out / "model.onnx.data").stat().st_size
-    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
-    m = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    # transformers.js' name for the weights beside onnx/model.onnx, which config.json announces
+    assert rec["external_data"] is True and "onnx/model.onnx_data" in rec["files"]
+    assert (out / rec["file"]).stat().st_size < 100_000 < (out / "onnx/model.onnx_data").stat().st_size
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["transformers.js_config"] == {"use_external_data_format": {"model.onnx": 1}}
+    onnx.checker.check_model(str(out / rec["file"]), full_check=True)
+    m = onnx.load(str(out / rec["file"]), load_external_data=False)
     weights = [t for t in m.graph.initializer if t.name.startswith("model.")]
     assert weights and all(t.data_location == onnx.TensorProto.EXTERNAL for t in weights)
     embedded_out, embedded = exports("MistralForCausalLM")
@@ -182,7 +186,7 @@ def test_left_padded_batch_matches_single_runs(exports):
     import onnxruntime as ort
 
     out, rec = exports("LlamaForCausalLM")
-    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(out / rec["file"]), providers=["CPUExecutionProvider"])
     a, b = PROBES[1][:12], PROBES[2][:7]
     pad = len(a) - len(b)
     mask = np.array([[1] * len(a), [0] * pad + [1] * len(b)], np.int64)
@@ -254,7 +258,7 @@ def test_unmapped_or_missing_tensors_fail_before_writing(tmp_path, tiny_models):
         save_file(state, model / "model.safetensors", metadata={"format": "pt"})
         with pytest.raises(InvalidInput, match=needle):
             export(model, tmp_path / f"{change}-out")
-        assert not (tmp_path / f"{change}-out" / "model.onnx").exists()
+        assert not (tmp_path / f"{change}-out" / "onnx").exists()
 
 
 def config(arch: str = "LlamaForCausalLM", **changes) -> dict:
