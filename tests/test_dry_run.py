@@ -12,7 +12,8 @@ from tests.helpers import REPO, corpus_override, run_cli
 from tests.test_acquire_hub import lay_out_hub_cache
 
 DATA = REPO / "data" / "finetune"
-# every stage kind: acquire, license, finetune, reference, evalref, contamination, export/verify/evaluate x 2
+# every stage kind: acquire, license, finetune, reference, evalref, contamination, export/verify/evaluate/client
+# x 2
 FINETUNE = ["finetune=lora", "finetune.max_steps=2", f"finetune.golden={DATA / 'golden.jsonl'}",
             f"finetune.datasets=[{{path: {DATA / 'facts-train.jsonl'}, shape: chat, license: cc0-1.0}}]"]
 LINE = re.compile(r"^\[(?P<stage>[^\]]+)\] (?P<status>cached|would run|checked|would download|skipped|"
@@ -33,8 +34,8 @@ def test_cold_cache_prints_the_whole_plan_and_touches_nothing(tmp_path):
     assert "Traceback" not in proc.stderr and "running" not in proc.stderr  # no stage ran
     lines = plan_lines(proc.stderr)
     assert list(lines) == ["acquire", "license", "finetune", "reference", "evalref", "contamination",
-                           "export:onnx32", "verify:onnx32", "evaluate:onnx32",
-                           "export:gguf8", "verify:gguf8", "evaluate:gguf8"], proc.stderr
+                           "export:onnx32", "verify:onnx32", "evaluate:onnx32", "client:onnx32",
+                           "export:gguf8", "verify:gguf8", "evaluate:gguf8", "client:gguf8"], proc.stderr
     assert lines["acquire"]["status"] == "would run" and lines["acquire"]["key"]
     assert lines["license"]["status"] == "checked"  # an init model's license needs no download: judged now
     assert lines["contamination"]["status"] == "would run"  # data files only: its key is known
@@ -43,11 +44,12 @@ def test_cold_cache_prints_the_whole_plan_and_touches_nothing(tmp_path):
     for name in ("reference", "evalref", "export:onnx32", "export:gguf8"):
         assert lines[name]["after"] == "finetune", proc.stderr
     assert lines["verify:gguf8"]["after"] == "export:gguf8" and lines["evaluate:onnx32"]["after"] == "export:onnx32"
+    assert lines["client:gguf8"]["after"] == "export:gguf8"
     # what each target will produce: files, precision, the runtime that verifies it
     assert re.search(r"produces tiny-test-llama-q8_0\.gguf; q8_0, verified by llama-cpp-python \d", proc.stderr)
-    assert re.search(r"produces model\.onnx.*; fp32, verified by onnxruntime \d", proc.stderr)
+    assert re.search(r"produces onnx/model\.onnx, .*genai_config\.json.*; fp32, verified by onnxruntime \d", proc.stderr)
     assert "[document] README.md, LICENSE_REPORT.md" in proc.stderr
-    assert "12 stages: 1 checked, 2 would run, 9 depend on an earlier stage" in proc.stderr
+    assert "14 stages: 1 checked, 2 would run, 11 depend on an earlier stage" in proc.stderr
     assert not (tmp_path / "outputs").exists()  # no build folder, no cache, no stat cache
 
 
