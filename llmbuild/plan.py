@@ -91,7 +91,7 @@ def make_plan(bc: BuildConfig) -> Plan:
     from llmbuild.stages import evaluate
 
     check_recipe(bc)
-    m, e, ft = bc.model, bc.eval, bc.finetune
+    e, ft = bc.eval, bc.finetune
     stages = [_acquire(bc), _license(bc)]
     model = "acquire"
     if ft.method != "none":
@@ -124,7 +124,8 @@ def check_recipe(bc: BuildConfig) -> None:
     if m.source.value == "local":
         acquire.check_local_path(m.path)
     if bc.finetune.method not in FINETUNE_METHODS:
-        raise InvalidInput(f"finetune.method: unknown method {bc.finetune.method!r}; known: {', '.join(FINETUNE_METHODS)}")
+        raise InvalidInput(f"finetune.method: unknown method {bc.finetune.method!r}; "
+                           f"known: {', '.join(FINETUNE_METHODS)}")
     if bc.eval.max_tokens < 2:
         raise InvalidInput("eval.max_tokens: must be at least 2")
     if not bc.eval.probes:
@@ -241,7 +242,8 @@ def _license(bc: BuildConfig) -> Stage:
                 "files": licenses.artifact_files(decision, model_dir)}
 
     return Stage("license", "license", STAGE_VERSIONS["license"], inputs, cached=False, run=run,
-                 summary=f"{bc.license.id or 'the license the checkpoint states'} against policy {bc.license.policy.name}")
+                 summary=f"{bc.license.id or 'the license the checkpoint states'} against policy "
+                         f"{bc.license.policy.name}")
 
 
 def _finetune(bc: BuildConfig) -> Stage:
@@ -286,7 +288,8 @@ def _evalref(bc: BuildConfig, model: str) -> Stage:
                  {"model": Ref(model, "model"), "dtype": m.dtype.value, "eval": evaluate.key_parts(e, File),
                   "context": Ref("acquire", "shorter_context", optional=True)}, tools=evaluate.TOOLS,
                  run=lambda ctx, out: evaluate.prepare(ctx.value(model, "model_dir"), e, m.dtype.value,
-                                                       m.trust_remote_code, out, context=ctx.value("acquire", "context")),
+                                                       m.trust_remote_code, out,
+                                                       context=ctx.value("acquire", "context")),
                  summary="the source's evaluation figures (torch)")
 
 

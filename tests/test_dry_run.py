@@ -47,7 +47,8 @@ def test_cold_cache_prints_the_whole_plan_and_touches_nothing(tmp_path):
     assert lines["client:gguf8"]["after"] == "export:gguf8"
     # what each target will produce: files, precision, the runtime that verifies it
     assert re.search(r"produces tiny-test-llama-q8_0\.gguf; q8_0, verified by llama-cpp-python \d", proc.stderr)
-    assert re.search(r"produces onnx/model\.onnx, .*genai_config\.json.*; fp32, verified by onnxruntime \d", proc.stderr)
+    assert re.search(r"produces onnx/model\.onnx, .*genai_config\.json.*; fp32, verified by onnxruntime \d",
+                     proc.stderr)
     assert "[document] README.md, LICENSE_REPORT.md" in proc.stderr
     assert "14 stages: 1 checked, 2 would run, 11 depend on an earlier stage" in proc.stderr
     assert not (tmp_path / "outputs").exists()  # no build folder, no cache, no stat cache

@@ -101,8 +101,8 @@ def test_a_change_moves_the_keys_that_declare_it_and_no_other():
     # gates are applied to the records afterwards: no stage reruns for a new limit
     assert keys(plan("+targets.gguf8.gates={min_top1: 0.5}")) == base
     threads = keys(plan("eval.threads=1"))
-    assert {n for n in base if base[n] != threads[n]} == {"evalref", "evaluate:onnx32", "evaluate:gguf8", "client:onnx32",
-                                                          "client:gguf8"}
+    assert {n for n in base if base[n] != threads[n]} == {"evalref", "evaluate:onnx32", "evaluate:gguf8",
+                                                          "client:onnx32", "client:gguf8"}
     probes = keys(plan("eval.max_tokens=8"))
     assert {n for n in base if base[n] != probes[n]} == {"reference"}
 

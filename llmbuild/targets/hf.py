@@ -207,8 +207,8 @@ class Hf(Backend):
         return runtime_available()
 
     def planned_files(self, options, model_name):
-        return ["model.safetensors (or model-0000N-of-0000M shards and their index)", "config.json", "generation_config.json",
-                "tokenizer files", "README.md (the card)"]
+        return ["model.safetensors (or model-0000N-of-0000M shards and their index)", "config.json",
+                "generation_config.json", "tokenizer files", "README.md (the card)"]
 
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)

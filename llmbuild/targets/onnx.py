@@ -640,7 +640,8 @@ class Onnx(Backend):
 
     def planned_files(self, options, model_name):
         graph = onnx_layout.model_file(precision(options))
-        data = {"always": [f"{graph}_data"], "auto": [f"{graph}_data (when the weights pass {AUTO_EXTERNAL_ABOVE / 1e9:g} GB)"]}
+        big = f"{graph}_data (when the weights pass {AUTO_EXTERNAL_ABOVE / 1e9:g} GB)"
+        data = {"always": [f"{graph}_data"], "auto": [big]}
         return [graph, *data.get(options.external_data, []), "genai_config.json", "config.json", "tokenizer files"]
 
     def export(self, ckpt, options, out_dir, meta, progress):
