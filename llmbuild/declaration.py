@@ -118,12 +118,18 @@ class StageContext:
     dry: bool  # a dry run: a stage with no cache entry runs only what needs no download
     warnings: list[str]  # warnings for the console and the card
     progress: Callable[[str], Any]  # progress(what) -> a context manager yielding cb(done, total, item)
+    reads: tuple[str, ...] = ()  # the upstream stages its declaration names: the only outputs it may read
 
     def output(self, stage: str) -> Output:
+        """An upstream stage's output; one the declaration does not name is a bug in the planner (its key
+        would not follow what the stage read), so it fails loudly instead of being read."""
+        if stage not in self.reads:
+            raise RuntimeError(f"a stage reads {stage}'s output without declaring it (declared: "
+                               f"{', '.join(self.reads) or 'none'})")
         return self.outputs[stage]
 
     def value(self, stage: str, name: str):
-        return self.outputs[stage].get(name)
+        return self.output(stage).get(name)
 
 
 def stage_key(stage: Stage, value_of: Callable[[Ref], Any], digest: Callable[[Path], str]) -> str:

@@ -134,7 +134,7 @@ class Build:
         """Run or reuse the stage under its key; None in a dry run when it would run."""
         ctx = StageContext(key=key, outputs=self.outputs, stat_cache=self.cache.stat_cache,
                            cache_root=self.cache.root, build_dir=self.dir, dry=self.dry, warnings=self.warnings,
-                           progress=self.ui.progress)
+                           progress=self.ui.progress, reads=tuple(st.upstream()))
         t0 = time.monotonic()
         if not st.cached:
             # checked by every build (a local checkpoint is hashed through the stat cache, the license judged)

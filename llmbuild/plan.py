@@ -358,7 +358,8 @@ def _target(bc: BuildConfig, t, model: str, evaluating: bool) -> list[Stage]:
     if evaluating and b.client is not None and clients.enabled(e):
         def run_client(ctx, out):
             exp, eref = ctx.output(export), ctx.output("evalref")
-            # the evaluate stage's speed only for the ratio beside the client's own (a timing, so not keyed)
+            # the evaluate stage's speed only for the ratio beside the client's own (a timing, so not keyed:
+            # read around StageContext.output, which admits declared upstreams only)
             ev = ctx.outputs.get(f"evaluate:{t.name}")
             return clients.run(b, exp.dir, exp.record, eref.dir, eref.record, ctx.value(model, "model_dir"), e,
                                m.trust_remote_code, ev.record if ev else {})

@@ -154,3 +154,16 @@ def test_every_check_the_recipe_allows_runs_in_the_planner(override, key):
     with pytest.raises(InvalidInput) as e:
         plan("model.source=hub", "model.repo_id=acme/not-downloaded", *extra, override)
     assert str(e.value).startswith(key), str(e.value)
+
+
+def test_a_stage_reads_only_the_outputs_it_declares():
+    """What a run function reads of an upstream stage is in its key: reading an undeclared one is refused."""
+    from llmbuild.declaration import Output, StageContext
+
+    p = plan()
+    outputs = {n: Output("d", {"loader": "x"}) for n in ("acquire", "reference", "export:gguf8", "export:onnx32")}
+    ctx = StageContext(key="k", outputs=outputs, stat_cache=None, cache_root=None, build_dir=None, dry=False,
+                       warnings=[], progress=None, reads=tuple(p["verify:gguf8"].upstream()))
+    assert ctx.output("export:gguf8").digest == "d" and ctx.value("reference", "digest") == "d"
+    with pytest.raises(RuntimeError, match="export:onnx32"):
+        ctx.output("export:onnx32")
