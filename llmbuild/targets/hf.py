@@ -206,6 +206,10 @@ class Hf(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        return ["model.safetensors (or model-0000N-of-0000M shards and their index)", "config.json",
+                "generation_config.json", "tokenizer files", "README.md (the card)"]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 

@@ -1269,6 +1269,11 @@ class Trtllm(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        return ["*.safetensors", "model.safetensors.index.json", "config.json",
+                *(["hf_quant_config.json"] if options.quant != "none" else []), "generation_config.json",
+                "tokenizer files", "extra_llm_api_options.yaml", "SERVE.md"]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 
