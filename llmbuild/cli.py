@@ -174,12 +174,9 @@ def _task(cfg):
             # a disk that filled outside a stage (the build folder's documents): the environment, not a bug
             error, code = f"{e.filename or 'the outputs folder'}: {e.strerror}", 2
         else:
-            from llmbuild.ui import log_bug
+            from llmbuild.ui import bug_message
 
-            where = log_bug(e)
-            error = (f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                     f"please report it with {where}")
-            code = 1
+            error, code = bug_message(e), 1
         print(f"llmbuild: error: {error}", file=sys.stderr)
     _results.append(code)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -255,10 +252,9 @@ def main(argv: list[str] | None = None) -> None:
               "the last finished stage", file=sys.stderr)
         code = 143 if isinstance(e, Terminated) else 130  # 128 + the signal's number, as shells report it
     except Exception as e:  # a bug before any build started: one line, the traceback in a log file
-        from llmbuild.ui import log_bug
+        from llmbuild.ui import bug_message
 
-        print(f"llmbuild: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
-              f" please report it with {log_bug(e)}", file=sys.stderr)
+        print(f"llmbuild: error: {bug_message(e)}", file=sys.stderr)
         code = 1
     sys.exit(code)
 

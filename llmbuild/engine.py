@@ -1,19 +1,26 @@
-"""Run a build: stages in plan order, each keyed by content and reused from the cache when it can be.
+"""Run a build: the planned stages in plan order, each keyed from its declaration and reused from the
+cache when it can be.
 
-A stage's key is the sha256 of a sorted JSON of its name and version, its recipe subtree, the digests
-of its inputs and the versions of the tools it runs (design.md, "Key"). Results live in the cache
-(llmbuild/cache.py); the build folder gets hard links to them plus the documents written from what
-the stages recorded. A build folder is never reused: every build gets a new id, and
-outputs/<recipe>/latest moves only when a build succeeds, so a failed or killed build damages
-nothing that came before.
+`make_plan` (llmbuild/plan.py) declares the stages and their order; `declaration.stage_key` keys each
+one from its declaration (the sha256 of a sorted JSON of its kind and version, its recipe subtree, the
+digests of its inputs and the versions of its tools: design.md, "Key"). The engine loops over them: a
+stage whose key is in the cache is reused, any other runs in a temporary folder and is committed
+(llmbuild/cache.py); then what the stage means for the build (the model the targets are built from, the
+license decision, an artifact's files and gates) is taken into the typed result the reports render.
+The build folder gets hard links to the cached outputs plus the documents written from what the stages
+recorded. A build folder is never reused: every build gets a new id, and outputs/<recipe>/latest moves
+only when a build succeeds, so a failed or killed build damages nothing that came before.
+
+A dry run walks the same plan over a read-only cache: each stage is keyed and looked up, what is cheap
+and what the build itself does before any work runs (the plan's checks, hashing a local checkpoint, the
+model checks, the license gate), nothing heavy runs, nothing is written, and llmbuild/dry_run.py prints
+the plan with every key, or the earlier stage a key depends on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
-import importlib.metadata
 import json
 import os
 import platform
@@ -25,55 +32,28 @@ from pathlib import Path
 
 from llmbuild import __version__
 from llmbuild import targets as registry
-from llmbuild.cache import Cache, Entry, link_tree
+from llmbuild.cache import Cache, link_tree
 from llmbuild.config import BuildConfig
+from llmbuild.declaration import NotInDryRun, Output, Pending, Ref, Stage, StageContext, stage_key, tool_versions
 from llmbuild.errors import GateFailed, InvalidInput, LicenseViolation
 from llmbuild.hashing import sha256_json
 from llmbuild.plain import plain
-from llmbuild.plan import check_model, make_plan
+from llmbuild.plan import Plan, check_model, default_model_name, make_plan
 from llmbuild.result import ArtifactResult, BuildResult, ModelResult
 from llmbuild.stages.acquire import ModelRef
 from llmbuild.ui import UI
 
-# bump a stage's version when its outputs change meaning for the same inputs
-# (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and answer golden sets;
-# evalref 2: evalref.json holds the settings the artifact side reads, so their keys follow them;
-# reference 2, verify 3: a mixture of experts' routing is recorded and compared, issue 11)
-# (client 1: golden set, multiple choice and speed through each artifact's client and its own tokenizer)
-STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 2, "export": 1, "verify": 3,
-                  "evalref": 2, "evaluate": 2, "contamination": 1, "client": 1}
-
-
-def tool_versions(dists) -> dict[str, str]:
-    return {d: _dist_version(d) for d in dists}
-
-
-@functools.cache
-def _dist_version(dist: str) -> str:
-    # once per process: every stage key asks, and each lookup scans site-packages (a third of an unchanged
-    # rebuild's time before this cache)
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
-def default_model_name(bc: BuildConfig) -> str:
-    if bc.build.model_name:
-        return bc.build.model_name
-    m = bc.model
-    if m.source.value == "hub":
-        return m.repo_id.split("/")[-1]
-    if m.source.value == "local":
-        return Path(m.path).resolve().name
-    return f"{bc.recipe}-{m.architecture}"
+__all__ = ["Build", "default_model_name", "dry_run", "run_build", "tool_versions"]
 
 
 class Build:
     def __init__(self, bc: BuildConfig, cache: Cache, ui: UI, build_dir: Path):
         self.bc, self.cache, self.ui, self.dir = bc, cache, ui, build_dir
-        self.stages: list[dict] = []
+        self.stages: list[dict] = []  # one row per planned stage, in run order: the manifest's "stages"
         self.dry = bc.build.dry_run
+        self.plan: Plan | None = None
+        self.outputs: dict[str, Output] = {}  # finished (or reused) stages by name: what later keys are made of
+        self.notes: dict[str, str] = {}  # a dry run's line per stage (what a build would print after it)
         self.model_name = default_model_name(bc)
         self.artifacts: dict[str, ArtifactResult] = {}
         self.license_decision = None
@@ -86,6 +66,8 @@ class Build:
         self.eval_source: dict | None = None  # the source model's evaluation figures (evalref stage)
         self.contamination_record: dict | None = None  # fine-tuning data vs evaluation sets (contamination stage)
         self.context: int | None = None  # every artifact is verified within it (plan.check_model)
+        self._targets = {t.name: t for t in bc.targets}
+        self._gates: dict[str, dict] = {}  # target -> the gates its verify and evaluate records are held to
 
     def result(self, status: str, error: str | None, seconds: float, tools: dict, host: dict) -> BuildResult:
         """What the reports render: the typed result of this build as it stands."""
@@ -109,16 +91,64 @@ class Build:
             artifacts=list(self.artifacts.values()), warnings=self.warnings, eval_source=self.eval_source,
             contamination=self.contamination_record)
 
-    # -- the stage runner -------------------------------------------------------------------------
-    @staticmethod
-    def key(kind: str, key_parts: dict, tools=()) -> str:
-        return sha256_json({"stage": kind, "version": STAGE_VERSIONS[kind.split("-")[0]], "llmbuild": __version__,
-                            "tools": tool_versions(tools), **key_parts})
+    # -- the loop over the plan ---------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        """Run every planned stage; returns the failed gates (empty when all passed)."""
+        self.plan = make_plan(self.bc)
+        failed: list[dict] = []
+        for st in self.plan:
+            failed += self.step(st)
+        return failed
 
-    def stage(self, name: str, kind: str, key_parts: dict, fn, tools=(), commit: bool = True) -> Entry | None:
-        key = self.key(kind, key_parts, tools)
+    def value_of(self, ref: Ref):
+        """An upstream output for a key; Pending when that stage has not run (a dry run)."""
+        out = self.outputs.get(ref.stage)
+        if out is None:
+            raise Pending(ref.stage)
+        return out.get(ref.field)
+
+    def key_of(self, st: Stage) -> str:
+        return stage_key(st, self.value_of, self.cache.stat_cache.digest)
+
+    def step(self, st: Stage) -> list[dict]:
+        """Key, run or reuse one stage, then take its result into the build; returns its failed gates."""
+        if st.skip:
+            self.stages.append({"stage": st.name, "key": None, "status": "skipped", "seconds": 0.0, "reason": st.skip})
+            self._skipped(st)
+            return []
+        try:
+            key = self.key_of(st)
+        except Pending as p:
+            if not self.dry:  # every upstream of a planned stage ran before it: the plan is out of order
+                raise RuntimeError(f"stage {st.name} needs {p.stage}, which has not run") from None
+            self.stages.append({"stage": st.name, "key": None, "status": "depends on an earlier stage",
+                                "after": p.stage, "seconds": 0.0})
+            return []
+        out = self.execute(st, key)
+        if out is None:
+            return []
+        self.outputs[st.name] = out
+        return getattr(self, f"_after_{st.role}")(st, out) or []
+
+    def execute(self, st: Stage, key: str) -> Output | None:
+        """Run or reuse the stage under its key; None in a dry run when it would run."""
+        ctx = StageContext(key=key, outputs=self.outputs, stat_cache=self.cache.stat_cache,
+                           cache_root=self.cache.root, build_dir=self.dir, dry=self.dry, warnings=self.warnings,
+                           progress=self.ui.progress, reads=tuple(st.upstream()))
         t0 = time.monotonic()
-        hit, damaged = self.cache.get(kind, key) if commit else (None, None)
+        if not st.cached:
+            # checked by every build (a local checkpoint is hashed through the stat cache, the license judged)
+            try:
+                record = st.run(ctx, None)
+            except NotInDryRun as e:
+                self.stages.append({"stage": st.name, "key": key, "status": "would download", "seconds": 0.0,
+                                    "reason": str(e)})
+                return None
+            self.stages.append({"stage": st.name, "key": key, "status": "checked",
+                                "seconds": round(time.monotonic() - t0, 3)})
+            return Output(None, record, key=key)
+        name, kind = st.name, st.kind
+        hit, damaged = self.cache.get(kind, key)
         note: dict = {}
         if damaged:
             # a file of the committed entry changed after the commit (edited in a build folder, truncated
@@ -126,11 +156,10 @@ class Build:
             note["reason"] = f"cache entry damaged: {damaged}"
             self.ui.warn(f"[{name}] cache entry {key[:12]} refused: {damaged}; running the stage again")
         if hit:
-            status = "reused"
-            self.ui.say(f"[{name}] reused from cache ({key[:12]})", style="dim")
+            status = "cached" if self.dry else "reused"
+            self.say(f"[{name}] reused from cache ({key[:12]})", style="dim")
             entry = hit
         elif self.dry:
-            self.ui.say(f"[{name}] would run ({key[:12]})")
             self.stages.append({"stage": name, "key": key, "status": "would run", "seconds": 0.0, **note})
             return None
         else:
@@ -138,8 +167,9 @@ class Build:
             # another build may be computing this very stage (a sweep, a second user on a shared cache):
             # cache.run waits for its lock and then reuses its entry instead of computing it twice
             try:
-                entry = self.cache.run(kind, key, _with_pause_point(name, fn), commit=commit, on_wait=lambda: self.ui.say(
-                    f"[{name}] waiting: another build is running this stage ({key[:12]})"))
+                entry = self.cache.run(kind, key, _with_pause_point(name, lambda out: st.run(ctx, out)),
+                                       on_wait=lambda: self.ui.say(
+                                           f"[{name}] waiting: another build is running this stage ({key[:12]})"))
             except OSError as e:
                 if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -160,178 +190,88 @@ class Build:
                 self.ui.say(f"[{name}] done in {time.monotonic() - t0:.1f} s", style="green")
         self.stages.append({"stage": name, "key": key, "status": status,
                             "seconds": round(time.monotonic() - t0, 3), **note})
-        return entry
+        return Output(entry.digest, entry.record, entry.out, key=key)
 
-    # -- the build ----------------------------------------------------------------------------------
-    def run(self) -> list[dict]:
-        """Run every stage; returns the failed gates (empty when all passed)."""
-        bc = self.bc
-        make_plan(bc)
-        self.model = self.acquire()
-        if self.model is None:
-            return []
+    def say(self, msg: str, style: str | None = None) -> None:
+        """A stage's console line; a dry run keeps it for its plan instead (llmbuild/dry_run.py)."""
+        if not self.dry:
+            self.ui.say(msg, style=style)
+            return
+        name, _, text = msg.partition("] ")
+        if name.startswith("[") and text and not text.startswith("reused from cache"):
+            self.notes[name[1:]] = text
+
+    # -- what each stage's result means for the build -------------------------------------------------
+    def _after_acquire(self, st: Stage, out: Output) -> None:
+        """The model every later stage reads, then the model checks (header reads, before any work)."""
         from llmbuild.archs import for_config
 
-        arch = for_config(self.model.record["config"], str(self.model.dir / "config.json"))
-        checked = check_model(bc, arch, self.model.dir)
+        rec = out.record
+        model_dir = out.dir / rec["model_dir"] if st.cached else Path(rec["model_dir"])
+        self.model = ModelRef(model_dir, rec["model_digest"], rec["files"], rec)
+        if not st.cached:
+            self.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
+        arch = for_config(rec["config"], str(model_dir / "config.json"))
+        checked = check_model(self.bc, arch, model_dir)
         self.warnings += checked.warnings
         self.context = checked.context
-        if bc.finetune.method != "none":
-            from llmbuild.finetune import stage as ft
-
-            ft.plan_check(bc.finetune, self.model.record["config"])
         for w in self.warnings:
             self.ui.warn(w)
-        self.license_gate()
-        if bc.finetune.method != "none":
-            self.base_model, self.model = self.model, self.finetune()
-            if self.model is None:
-                return []
-        ref = self.reference()
-        eref = self.eval_reference()
-        failed = self.contamination()
-        for t in bc.targets:
-            failed += self.target(t, ref, eref)
-        return failed
+        # evalref's key holds the context only when an artifact declares a shorter one than the model
+        shorter = checked.context if checked.context != rec["config"].get("max_position_embeddings") else None
+        out.values.update(model=rec["model_digest"], model_dir=model_dir, context=checked.context,
+                          shorter_context=shorter)
 
-    def acquire(self) -> ModelRef | None:
-        from llmbuild.stages import acquire
+    def _after_license(self, st: Stage, out: Output) -> None:
+        decision = out.record["decision"]
+        self.license_decision = decision
+        self.license_files = out.record["files"]
+        self.stages[-1]["verdict"] = decision.verdict
+        out.values["meta"] = self.artifact_meta()  # stamped into every artifact, so it keys every export
+        for w in getattr(decision, "warnings", []) or []:
+            self.ui.warn(f"license: {w}")
+        failing = decision.verdict == "fail"
+        first = None
+        if failing:
+            reasons = [c for c in decision.clauses if _get(c, "verdict") == "fail"]
+            first = _get(reasons[0], "reason") if reasons else "policy not met"
+        self.say(f"[license] {decision.verdict}" + (f": {first} (the build stops here, exit 3)"
+                                                     if failing and self.dry else ""),
+                 style="red" if failing else "green")
+        if failing and not self.dry:
+            raise LicenseViolation(f"license: {first} (see {self.dir / 'LICENSE_REPORT.md'})")
 
-        m, sc = self.bc.model, self.cache.stat_cache
-        t0 = time.monotonic()
-        if m.source.value == "init":
-            key_cfg = acquire.init_key_config(m, Path.cwd(), sc)
-            entry = self.stage("acquire", "acquire", {"init": key_cfg, "dtype": m.dtype.value},
-                               lambda out: acquire.run_init(m, out, sc), tools=acquire.INIT_TOOLS)
-            if entry is None:
-                return None
-            rec = dict(entry.record)
-            model_dir = entry.out / rec["model_dir"]
-        else:
-            if m.source.value == "hub":
-                rec = acquire.acquire_hub(m.repo_id, m.revision, m.allow_pickle, sc, m.trust_remote_code,
-                                          self.warnings)
-            else:
-                rec = acquire.acquire_local(m.path, m.allow_pickle, sc, m.trust_remote_code, self.warnings)
-            model_dir = Path(rec["model_dir"])
-            self.ui.say(f"[acquire] {rec['source']} checkpoint {model_dir} ({len(rec['files'])} files hashed)")
-            self.stages.append({"stage": "acquire", "key": rec["model_digest"], "status": "checked",
-                                "seconds": round(time.monotonic() - t0, 3)})
-        return ModelRef(model_dir, rec["model_digest"], rec["files"], rec)
-
-    def finetune(self) -> ModelRef | None:
-        """Train, merge, and hand every later stage the merged checkpoint instead of the acquired one."""
-        from llmbuild.finetune import stage as ft
+    def _after_finetune(self, st: Stage, out: Output) -> None:
+        """Every later stage reads the merged checkpoint instead of the acquired one."""
         from llmbuild.hashing import file_entries, tree_digest
 
-        cfg = self.bc.finetune
-        parts = {"model": self.model.digest, **ft.key_inputs(cfg, self.cache.stat_cache.digest)}
-        tools = ft.tools(cfg)
-        # checkpoints for resuming live beside the cache, keyed like the stage: a killed run resumes,
-        # and nothing there is ever mistaken for a finished model
-        work = self.cache.root / "work" / "finetune" / self.key("finetune", parts, tools)
-        base_dir = self.model.dir
-        with self.ui.progress("finetune") as cb:
-            def progress(step, total, loss, left):
-                cb(step, total, f"loss {loss:.3f}, {left:.0f} s left")
-
-            entry = self.stage("finetune", "finetune", parts,
-                               lambda out: ft.run(base_dir, cfg, out, work, progress), tools=tools)
-        if entry is None:
-            return None
-        shutil.rmtree(work, ignore_errors=True)
-        r = self.finetune_record = entry.record
-        self.finetune_out = entry.out
-        merged = entry.out / r["merged_dir"]
+        if not self.dry:
+            shutil.rmtree(self.cache.root / "work" / "finetune" / out.key, ignore_errors=True)
+        r = self.finetune_record = out.record
+        self.finetune_out = out.dir
+        merged = out.dir / r["merged_dir"]
         files = file_entries(merged, self.cache.stat_cache)
         rec = dict(self.model.record, model_dir=str(merged), files=files, model_digest=tree_digest(files),
                    config=json.loads((merged / "config.json").read_text()))
+        self.base_model, self.model = self.model, ModelRef(merged, rec["model_digest"], files, rec)
+        out.values.update(model=rec["model_digest"], model_dir=merged)
         g = r.get("golden") or {}
         golden = (f", golden exact match {g['before']['exact_match']:.2f} -> {g['after']['exact_match']:.2f}"
                   if g else "")
-        self.ui.say(f"[finetune] {r['method']}: {r['steps']} steps, eval loss {r['eval_loss_before']:.3f} -> "
-                    f"{r['eval_loss_after']:.3f}{golden}")
-        return ModelRef(merged, rec["model_digest"], files, rec)
+        self.say(f"[finetune] {r['method']}: {r['steps']} steps, eval loss {r['eval_loss_before']:.3f} -> "
+                 f"{r['eval_loss_after']:.3f}{golden}")
 
-    def license_gate(self) -> None:
-        from llmbuild import licenses
+    def _after_reference(self, st: Stage, out: Output) -> None:
+        return None  # verify reads its output
 
-        bc = self.bc
-        facts = licenses.BuildFacts(
-            model_name=self.model_name,
-            base_model=bc.model.repo_id if bc.model.source.value == "hub" else (
-                Path(bc.model.path).name if bc.model.source.value == "local" else None),
-            source=bc.model.source.value,
-            finetune=bc.finetune.method,
-            targets={t.name: {"backend": t.backend, "precision": registry.backend(t.backend).precision(t.options),
-                              "quantized": registry.backend(t.backend).quantized(t.options)} for t in bc.targets},
-        )
-        upstream = self.model.dir if bc.model.source.value != "init" else None
-        lic = bc.license
-        if bc.finetune.method != "none":
-            from llmbuild.finetune.stage import dataset_licenses
-            from llmbuild.licenses.config import DatasetLicense
+    def _after_evalref(self, st: Stage, out: Output) -> None:
+        self.eval_source = out.record
 
-            # the fine-tuning data's licenses are judged by the policy like the model's own
-            lic = dataclasses.replace(lic, training_data=[
-                *lic.training_data, *(DatasetLicense(name=d["path"], license=d["license"])
-                                      for d in dataset_licenses(bc.finetune))])
-        decision = licenses.evaluate(lic, upstream, facts)
-        self.license_decision = decision
-        self.license_files = licenses.artifact_files(decision, upstream)
-        licenses.write_reports(decision, self.dir)
-        for w in getattr(decision, "warnings", []) or []:
-            self.ui.warn(f"license: {w}")
-        self.stages.append({"stage": "license", "key": None, "status": "checked", "seconds": 0.0,
-                            "verdict": decision.verdict})
-        self.ui.say(f"[license] {decision.verdict}", style="red" if decision.verdict == "fail" else "green")
-        if decision.verdict == "fail":
-            reasons = [c for c in decision.clauses if _get(c, "verdict") == "fail"]
-            first = _get(reasons[0], "reason") if reasons else "policy not met"
-            raise LicenseViolation(f"license: {first} (see {self.dir / 'LICENSE_REPORT.md'})")
-
-    def reference(self) -> Entry | None:
-        from llmbuild.stages import reference
-
-        e, m = self.bc.eval, self.bc.model
-        parts = {"model": self.model.digest, "probes": list(e.probes), "max_tokens": e.max_tokens,
-                 "dtype": m.dtype.value}
-        return self.stage("reference", "reference", parts,
-                          lambda out: reference.run(self.model.dir, list(e.probes), e.max_tokens, m.dtype.value,
-                                                    m.trust_remote_code, out), tools=reference.TOOLS)
-
-    def eval_reference(self) -> Entry | None:
-        """The source side of the evaluate stage (token ids, source logits and figures), once per build."""
-        from llmbuild.stages import evaluate
-
-        e, m = self.bc.eval, self.bc.model
-        if not evaluate.enabled(e):
-            return None
-        parts = {"model": self.model.digest, "dtype": m.dtype.value,
-                 "eval": evaluate.key_parts(e, self.cache.stat_cache.digest)}
-        if self.context != self.model.record["config"].get("max_position_embeddings"):
-            parts["context"] = self.context  # an artifact declares a shorter context: windows fit in it
-        entry = self.stage("evalref", "evalref", parts,
-                           lambda out: evaluate.prepare(self.model.dir, e, m.dtype.value, m.trust_remote_code, out,
-                                                        context=self.context),
-                           tools=evaluate.TOOLS)
-        if entry is not None:
-            self.eval_source = entry.record
-        return entry
-
-    def contamination(self) -> list[dict]:
-        """N-gram overlap of the fine-tuning data with every evaluation set; returns its failed gates."""
+    def _after_contamination(self, st: Stage, out: Output) -> list[dict]:
         from llmbuild.evaluation import contamination as ct
 
-        e, ft = self.bc.eval, self.bc.finetune
-        if not ct.enabled(e, ft):
-            return []
-        entry = self.stage("contamination", "contamination", ct.key_parts(e, ft, self.cache.stat_cache.digest),
-                           lambda out: ct.run(e, ft, out), tools=ct.TOOLS)
-        if entry is None:
-            return []
-        self.contamination_record, line, failed = ct.report(entry.record, e.contamination.max_overlap)
-        self.ui.say(f"[contamination] {line}", style="red" if failed else None)
+        self.contamination_record, line, failed = ct.report(out.record, self.bc.eval.contamination.max_overlap)
+        self.say(f"[contamination] {line}", style="red" if failed else None)
         return failed
 
     def artifact_meta(self):
@@ -349,128 +289,85 @@ class Build:
             quantized_by=f"llmbuild {__version__}",
         )
 
-    def target(self, t, ref: Entry | None, eref: Entry | None = None) -> list[dict]:
-        """Export, verify and evaluate one target; returns its failed gates."""
-        from llmbuild.checkpoint import open_checkpoint
-
+    def _after_export(self, st: Stage, out: Output) -> None:
+        t = self._targets[st.target]
         b = registry.backend(t.backend)
         options = plain(t.options)
         gates_cfg = options.pop("gates")
-        meta = self.artifact_meta()
-        ckpt_dir, allow_pickle = self.model.dir, self.bc.model.allow_pickle
-
-        def do_export(out: Path) -> dict:
-            ckpt = open_checkpoint(ckpt_dir, allow_pickle=allow_pickle)
-            with self.ui.progress(f"export:{t.name}") as cb:
-                return b.export(ckpt, t.options, out, meta, cb)
-
-        exp = self.stage(f"export:{t.name}", f"export-{t.backend}",
-                         {"model": self.model.digest, "backend": b.name, "options": options,
-                          "meta": plain(meta), "extra": b.key_extra(t.options)},
-                         do_export, tools=b.tools)
         art = self.artifacts[t.name] = ArtifactResult(t.name, t.backend, b.precision(t.options),
                                                       b.quantized(t.options), options, library=b.card_library,
                                                       hub_repo=b.hub_repo)
-        if exp is None:
-            return []
-        art.export = {k: v for k, v in exp.record.items() if k not in ("out_files",)}
-        art.files = exp.files
-        art.usage, art.notes = b.usage(t.name, art.export, sorted(exp.files)), b.notes(art.export)
+        art.export = {k: v for k, v in out.record.items() if k not in ("out_files",)}
+        art.files = out.record["out_files"]
+        art.usage, art.notes = b.usage(t.name, art.export, sorted(art.files)), b.notes(art.export)
         art.serving = b.serving(t.name, art.export)
+        gates = self._gates[t.name] = {**b.default_gates(t.options),
+                                       **{k: v for k, v in gates_cfg.items() if v is not None}}
+        art.gates = {k: v for k, v in gates.items() if v is not None}
+        if self.dry:
+            return
         dest = self.dir / "artifacts" / t.name
-        link_tree(exp.out, dest)
+        link_tree(out.dir, dest)
         for fname, data in self.license_files.items():
             (dest / fname).write_bytes(data)
-        if ref is None:
-            return []
-        gates = {**b.default_gates(t.options), **{k: v for k, v in gates_cfg.items() if v is not None}}
-        art.gates = {k: v for k, v in gates.items() if v is not None}
-        if not b.runtime_available():
-            reason = f"{b.runtime.dist} is not installed"
-            art.verification = {"status": "unverified", "reason": reason}
-            self.stages.append({"stage": f"verify:{t.name}", "key": None, "status": "skipped", "seconds": 0.0})
-            if eref is not None:
-                art.evaluation = {"status": "skipped", "reason": reason}
-            return []
-        failed = self.verify(t, b, exp, ref, art, gates)
-        if eref is not None:
-            failed += self.evaluate(t, b, exp, eref, art, gates)
-            failed += self.client_eval(t, b, exp, eref, art, gates)
-        return failed
 
-    def verify(self, t, b, exp: Entry, ref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
+    def _after_verify(self, st: Stage, out: Output) -> list[dict]:
         from llmbuild.stages import verify
 
-        kv = self.bc.eval.kv_check
-        ver = self.stage(f"verify:{t.name}", f"verify-{t.backend}",
-                         # the loader too: the same bytes read by another loader is another verification
-                         {"artifact": exp.digest, "reference": ref.digest, "kv_check": kv, "backend": b.name,
-                          "loader": exp.record.get("loader")},
-                         lambda out: verify.run(b, exp.out, exp.record, ref.out / "reference.npz", kv),
-                         tools=(b.runtime.dist, "numpy"))
-        if ver is None:
-            return []
-        results = verify.apply_gates(ver.record, gates)
+        t, art = self._targets[st.target], self.artifacts[st.target]
+        b = registry.backend(t.backend)
+        results = verify.apply_gates(out.record, self._gates[t.name])
         status = "passed" if all(r["passed"] for r in results) else "failed"
         art.verification = {"status": status, "runtime": b.runtime.dist,
                             "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist],
-                            "metrics": ver.record["metrics"], "kv_metrics": ver.record.get("kv_metrics"),
-                            "gates": results, **({"routing": ver.record["routing"]} if ver.record.get("routing") else {})}
-        m = ver.record["metrics"]
-        routing = ver.record.get("routing") or {}
-        self.ui.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
-                    f"max |dlogit| {m['max_abs_diff']:.3g}"
-                    + (f", routing agreement {routing['agreement']:.3f}" if "agreement" in routing else ""),
-                    style="green" if status == "passed" else "red")
+                            "metrics": out.record["metrics"], "kv_metrics": out.record.get("kv_metrics"),
+                            "gates": results, **({"routing": out.record["routing"]} if out.record.get("routing") else {})}
+        m = out.record["metrics"]
+        routing = out.record.get("routing") or {}
+        self.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
+                 f"max |dlogit| {m['max_abs_diff']:.3g}"
+                 + (f", routing agreement {routing['agreement']:.3f}" if "agreement" in routing else ""),
+                 style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
-    def evaluate(self, t, b, exp: Entry, eref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
+    def _after_evaluate(self, st: Stage, out: Output) -> list[dict]:
         """Parity, perplexity, multiple choice, golden set and speed through the artifact's runtime."""
         from llmbuild.stages import evaluate
 
-        e, m = self.bc.eval, self.bc.model
-        ev = self.stage(f"evaluate:{t.name}", f"evaluate-{t.backend}",
-                        {"artifact": exp.digest, "evalref": eref.digest, "model": self.model.digest,
-                         "backend": b.name, "threads": e.threads, "loader": exp.record.get("loader")},
-                        lambda out: evaluate.run(b, t.backend, exp.out, exp.record, eref.out, eref.record,
-                                                 self.model.dir, e, m.trust_remote_code),
-                        tools=(b.runtime.dist, *evaluate.TOOLS))
-        if ev is None:
-            return []
-        results = evaluate.apply_gates(ev.record, gates, e)
+        t, art = self._targets[st.target], self.artifacts[st.target]
+        b = registry.backend(t.backend)
+        results = evaluate.apply_gates(out.record, self._gates[t.name], self.bc.eval)
         status = "passed" if all(r["passed"] for r in results) else "failed"
-        art.evaluation = {**{k: v for k, v in ev.record.items() if k != "out_files"}, "status": status,
+        art.evaluation = {**{k: v for k, v in out.record.items() if k != "out_files"}, "status": status,
                           "gates": results, "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist]}
-        self.ui.say(f"[evaluate:{t.name}] {status}: {_eval_line(ev.record)}",
-                    style="green" if status == "passed" else "red")
+        self.say(f"[evaluate:{t.name}] {status}: {_eval_line(out.record)}",
+                 style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
+    def _skipped(self, st: Stage) -> None:
+        """A stage whose runtime is missing: the artifact is built but UNVERIFIED, never passed."""
+        art = self.artifacts.get(st.target)
+        if art is None:
+            return
+        if st.role == "verify":
+            art.verification = {"status": "unverified", "reason": st.skip}
+        elif st.role == "evaluate":
+            art.evaluation = {"status": "skipped", "reason": st.skip}
+        elif st.role == "client" and (art.verification or {}).get("status") != "unverified":
+            b = registry.backend(art.backend)  # the runtime is there, its client is not
+            art.client = {"status": "skipped", "client": b.client.dist, "reason": st.skip}
 
-    def client_eval(self, t, b, exp: Entry, eref: Entry, art: ArtifactResult, gates: dict) -> list[dict]:
+
+    def _after_client(self, st: Stage, out: Output) -> list[dict]:
         """Golden set, multiple choice and speed through the artifact's client and its own tokenizer."""
         from llmbuild.evaluation import clients
 
-        e, m = self.bc.eval, self.bc.model
-        if b.client is None or not clients.enabled(e):
-            return []
-        if not b.client_available():
-            art.client = {"status": "skipped", "client": b.client.dist,
-                          "reason": f"{b.client.dist} is not installed: {b.client.install}"}
-            return []
-        ev_record = (art.evaluation or {})
-        c = self.stage(f"client:{t.name}", f"client-{t.backend}",
-                       {"artifact": exp.digest, "evalref": eref.digest, "model": self.model.digest,
-                        "backend": b.name, "settings": clients.key_parts(b, e), "loader": exp.record.get("loader")},
-                       lambda out: clients.run(b, exp.out, exp.record, eref.out, eref.record, self.model.dir, e,
-                                               m.trust_remote_code, ev_record),
-                       tools=(b.client.dist, b.runtime.dist, "transformers", "tokenizers"))
-        if c is None:
-            return []
-        results = clients.apply_gates(c.record, gates)
+        t, art = self._targets[st.target], self.artifacts[st.target]
+        results = clients.apply_gates(out.record, self._gates[t.name])
         status = "passed" if all(r["passed"] for r in results) else "failed"
-        art.client = {**{k: v for k, v in c.record.items() if k != "out_files"}, "status": status, "gates": results}
-        self.ui.say(f"[client:{t.name}] {status}: {c.record['client']} {clients.describe(c.record)}",
-                    style="green" if status == "passed" else "red")
+        art.client = {**{k: v for k, v in out.record.items() if k != "out_files"}, "status": status, "gates": results}
+        self.say(f"[client:{t.name}] {status}: {out.record['client']} {clients.describe(out.record)}",
+                 style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
 
@@ -538,25 +435,43 @@ def _check_writable(folder: Path, config_key: str) -> None:
                            f"writable folder") from None
 
 
+def _open_cache(bc: BuildConfig, readonly: bool) -> Cache:
+    outputs = Path(bc.build.outputs_dir)
+    cache_key = "build.cache_dir" if bc.build.cache_dir else "build.outputs_dir"
+    # a dry run writes nothing, so it also plans on a read-only cache
+    return Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache", config_key=cache_key,
+                 readonly=readonly)
+
+
+def dry_run(bc: BuildConfig, ui: UI | None = None) -> Build:
+    """Walk the plan without building (see the module docstring); the Build holds one row per stage."""
+    import tempfile
+
+    ui = ui or UI()
+    b = None
+    with tempfile.TemporaryDirectory(prefix="llmbuild-dry-run-") as tmp:  # the license reports go here
+        b = Build(dataclasses.replace(bc, build=dataclasses.replace(bc.build, dry_run=True)),
+                  _open_cache(bc, readonly=True), ui, Path(tmp))
+        b.run()
+    return b
+
+
 def run_build(bc: BuildConfig, outcome: dict | None = None) -> int:
     """Build; `outcome`, when given, receives the build folder as soon as it exists (for sweep summaries)."""
     from llmbuild.report import document
 
     ui = UI()
-    outputs = Path(bc.build.outputs_dir)
-    if not bc.build.dry_run:
-        _check_writable(outputs / bc.recipe, "build.outputs_dir")
-    cache_key = "build.cache_dir" if bc.build.cache_dir else "build.outputs_dir"
-    cache = Cache(Path(bc.build.cache_dir) if bc.build.cache_dir else outputs / ".cache", config_key=cache_key,
-                  readonly=bc.build.dry_run)  # a dry run writes nothing, so it also plans on a read-only cache
-    started = time.time()
     if bc.build.dry_run:
-        import tempfile
+        from llmbuild import dry_run as shown
 
-        with tempfile.TemporaryDirectory() as tmp:
-            b = Build(bc, cache, ui, Path(tmp))
-            b.run()
+        b = dry_run(bc, ui)
+        for line in shown.lines(b):
+            ui.say(line)
         return 0
+    outputs = Path(bc.build.outputs_dir)
+    _check_writable(outputs / bc.recipe, "build.outputs_dir")
+    cache = _open_cache(bc, readonly=False)
+    started = time.time()
     build_dir = _new_build_dir(outputs / bc.recipe, sha256_json(bc.raw))
     if outcome is not None:
         outcome["build_dir"] = str(build_dir.resolve())

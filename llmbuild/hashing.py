@@ -37,8 +37,9 @@ def sha256_file(path: Path) -> str:
 class StatCache:
     """sha256 of files, remembered by (size, mtime_ns, inode) in a JSON file."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, readonly: bool = False):
         self.path = path
+        self.readonly = readonly  # a dry run's: digests are computed, nothing is saved beside the cache
         self._lock = threading.Lock()
         self._data: dict[str, list] = {}
         self._dirty = False
@@ -63,7 +64,7 @@ class StatCache:
         return d
 
     def save(self) -> None:
-        if not (self.path and self._dirty):
+        if not (self.path and self._dirty) or self.readonly:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # unique per process and machine: builds sharing a cache save at the same time (the last one wins,

@@ -30,6 +30,13 @@ def log_bug(e: BaseException) -> str:
     return str(path)
 
 
+def bug_message(e: BaseException) -> str:
+    """The one line every console script prints for a bug (exit 1): the exception's type and first line, and
+    the log its traceback went to (log_bug)."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"internal error ({type(e).__name__}: {first}); please report it with {log_bug(e)}"
+
+
 class UI:
     def __init__(self, console=None) -> None:
         from rich.console import Console

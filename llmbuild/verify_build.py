@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         code = e.exit_code
     except Exception as e:
-        print(f"{PROG}: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-              file=sys.stderr)
+        from llmbuild.ui import bug_message
+
+        print(f"{PROG}: error: {bug_message(e)}", file=sys.stderr)
         code = 1
     sys.exit(code)
 

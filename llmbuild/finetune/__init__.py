@@ -7,6 +7,6 @@ checkpoint that every target is built from.
     merge.py    adapter -> merged checkpoint in the base dtype, tokenizer files copied unchanged
     golden.py   greedy exact match on a golden set, before and after
     plot.py     the loss PNG
-    stage.py    what the engine calls: plan_check, key_inputs, run
+    stage.py    what the planner and engine call: check, check_model, key_inputs, run
 Heavy imports (torch, transformers, peft, datasets) happen inside functions, so planning stays fast.
 """

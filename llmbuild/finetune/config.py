@@ -1,8 +1,8 @@
 """The `finetune` recipe group: the schema of every fine-tuning knob, and the LoRA target-module table.
 
 Hydra validates a recipe's `finetune:` block against `FinetuneConfig` at composition (unknown keys and
-wrong types fail there with their dotted path); the checks that need the model (target modules, the
-context window, a GPU for QLoRA) are in `llmbuild.finetune.stage.plan_check`. This module imports
+wrong types fail there with their dotted path); the value checks (files, ranges, a GPU for QLoRA) and
+those that need the model (target modules, the context window) are in `llmbuild.finetune.stage`. This module imports
 nothing heavy, so composing and planning stay fast.
 """
 

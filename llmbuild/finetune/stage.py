@@ -1,7 +1,9 @@
 """The fine-tuning stage as the engine sees it: plan-time checks, the cache-key inputs, and `run`.
 
-    plan_check(cfg, hf_config)          right after acquisition: every error that can be known without
-                                        training is one InvalidInput line (exit 2) naming the key
+    check(cfg)                          before any stage (the planner): the recipe's files, licenses,
+                                        ranges and this machine, one InvalidInput line (exit 2) naming the key
+    check_model(cfg, hf_config)         right after acquisition: what needs the model's config.json
+                                        (context window, LoRA modules, layers); plan_check runs both
     key_inputs(cfg, stat_digest)        what enters the stage's cache key besides the model digest
     run(model_dir, cfg, out, resume_dir, progress) -> record
                                         check and load the data, golden set before, train (resuming
@@ -92,6 +94,13 @@ def target_modules(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") 
 
 def plan_check(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> None:
     """Every finetune error knowable before training, as one InvalidInput line naming the key."""
+    check(cfg, key)
+    check_model(cfg, hf_config, key)
+
+
+def check(cfg: FinetuneConfig, key: str = "finetune") -> None:
+    """The checks the recipe alone allows (its files, licenses, ranges, this machine): run by the planner
+    before any stage, so a bad setting never waits for an acquisition."""
     if cfg.method not in METHODS:
         raise InvalidInput(f"{key}.method: unknown method {cfg.method!r}; known: {', '.join(METHODS)}")
     if cfg.method == "none":
@@ -101,9 +110,9 @@ def plan_check(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> N
         raise InvalidInput(f"{key}.datasets: {cfg.method} fine-tuning needs at least one dataset")
     for i, d in enumerate(cfg.datasets):
         dk = f"{key}.datasets[{i}]"
-        if not Path(d.path).is_file():
+        if not _is_file(d.path):
             raise InvalidInput(f"{dk}.path: {d.path} not found")
-        if d.eval_path and not Path(d.eval_path).is_file():
+        if d.eval_path and not _is_file(d.eval_path):
             raise InvalidInput(f"{dk}.eval_path: {d.eval_path} not found")
         if not d.license.strip():
             raise InvalidInput(f"{dk}.license: required: the SPDX id of the data's license (e.g. cc-by-4.0)")
@@ -113,7 +122,7 @@ def plan_check(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> N
                                      or d.hub_id.endswith((".jsonl", ".json", ".csv", ".parquet", ".txt"))):
             raise InvalidInput(f"{dk}.hub_id: {d.hub_id!r} is not a Hub dataset id (owner/name, or a canonical "
                                "name such as squad); a local path belongs in path")
-    if cfg.golden and not Path(cfg.golden).is_file():
+    if cfg.golden and not _is_file(cfg.golden):
         raise InvalidInput(f"{key}.golden: {cfg.golden} not found")
     for name, ok, need in (
         ("lr", cfg.lr > 0, "> 0"), ("batch_size", cfg.batch_size >= 1, ">= 1"),
@@ -126,10 +135,6 @@ def plan_check(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> N
     ):
         if not ok:
             raise InvalidInput(f"{key}.{name}: {getattr(cfg, name)} must be {need}")
-    ctx = hf_config.get("max_position_embeddings")
-    if ctx and cfg.max_seq_len > ctx:
-        raise InvalidInput(f"{key}.max_seq_len: {cfg.max_seq_len} is over the model's context window of {ctx} "
-                           f"tokens (max_position_embeddings)")
     if cfg.method == "lora":
         if cfg.lora.rank <= 0:
             raise InvalidInput(f"{key}.lora.rank: {cfg.lora.rank} must be a positive integer")
@@ -137,14 +142,10 @@ def plan_check(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> N
             raise InvalidInput(f"{key}.lora.alpha: {cfg.lora.alpha} must be > 0")
         if not 0 <= cfg.lora.dropout < 1:
             raise InvalidInput(f"{key}.lora.dropout: {cfg.lora.dropout} must be in [0, 1)")
-        target_modules(cfg, hf_config, key)
-    else:
-        n = hf_config.get("num_hidden_layers")
-        for i in cfg.full.train_layers or []:
-            if n is not None and not -n <= i < n:
-                raise InvalidInput(f"{key}.full.train_layers: layer {i} does not exist (the model has {n} layers)")
-        if cfg.full.train_layers is not None and not cfg.full.train_layers:
-            raise InvalidInput(f"{key}.full.train_layers: empty; leave it null to train every layer")
+        if cfg.lora.target_modules is not None and not cfg.lora.target_modules:
+            raise InvalidInput(f"{key}.lora.target_modules: empty; leave it null for the architecture's default")
+    elif cfg.full.train_layers is not None and not cfg.full.train_layers:
+        raise InvalidInput(f"{key}.full.train_layers: empty; leave it null to train every layer")
     if cfg.qlora:
         if cfg.method != "lora":
             raise InvalidInput(f"{key}.qlora: QLoRA is a LoRA option; set {key}.method=lora")
@@ -155,6 +156,31 @@ def plan_check(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> N
         raise InvalidInput(f"{key}.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
     if cfg.launcher:
         launcher_argv(cfg.launcher, key)
+
+
+def check_model(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") -> None:
+    """The checks that need the model's config.json: right after acquisition, before the license gate."""
+    if cfg.method == "none":
+        return
+    cfg = coerce(cfg)
+    ctx = hf_config.get("max_position_embeddings")
+    if ctx and cfg.max_seq_len > ctx:
+        raise InvalidInput(f"{key}.max_seq_len: {cfg.max_seq_len} is over the model's context window of {ctx} "
+                           f"tokens (max_position_embeddings)")
+    if cfg.method == "lora":
+        target_modules(cfg, hf_config, key)
+    else:
+        n = hf_config.get("num_hidden_layers")
+        for i in cfg.full.train_layers or []:
+            if n is not None and not -n <= i < n:
+                raise InvalidInput(f"{key}.full.train_layers: layer {i} does not exist (the model has {n} layers)")
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name the OS cannot hold (a NUL byte, too long) names no file
+        return False
 
 
 def launcher_argv(launcher: str, key: str = "finetune") -> list[str]:

@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     except Exception as e:  # a bug: one line, not a traceback
-        print(f"{PROG}: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-              file=sys.stderr)
+        from llmbuild.ui import bug_message
+
+        print(f"{PROG}: error: {bug_message(e)}", file=sys.stderr)
         code = 1
     sys.exit(code)
 

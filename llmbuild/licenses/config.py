@@ -101,6 +101,10 @@ def validate(cfg: LicenseConfig, prefix: str = "license") -> None:
     """Check the enum-like strings and the waivers; InvalidInput names the key."""
     _choice(cfg.unknown, UNKNOWN_MODES, f"{prefix}.unknown")
     validate_policy(cfg.policy, f"{prefix}.policy")
+    if cfg.id:  # the recipe's own id is known or not without the checkpoint: refused before acquisition
+        from llmbuild.licenses import ids
+
+        ids.resolve(cfg.id, key=f"{prefix}.id", name=cfg.name, link=cfg.link, allow_unknown=cfg.unknown == "allow")
     f = cfg.facts
     if f.distribution is not None:
         _choice(f.distribution, DISTRIBUTIONS, f"{prefix}.facts.distribution")

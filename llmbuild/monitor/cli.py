@@ -175,10 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `llmbuild-monitor --cfg job | head`: the reader left, nothing went wrong
         code = 0
     except Exception as e:  # a bug: one line here, the traceback in a log file
-        from llmbuild.ui import log_bug
+        from llmbuild.ui import bug_message
 
-        print(f"{PROG}: error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
-              f" please report it with {log_bug(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {bug_message(e)}", file=sys.stderr)
         code = 1
     sys.exit(code)
 

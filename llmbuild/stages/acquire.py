@@ -35,6 +35,8 @@ from llmbuild.errors import InvalidInput
 from llmbuild.hashing import StatCache, sha256_json, tree_digest
 
 INIT_TOOLS = ("torch", "transformers", "sentencepiece", "tokenizers", "safetensors")
+LOCAL_TOOLS = ("safetensors",)  # what reads a checkpoint's headers (no cache entry: the key is informational)
+HUB_TOOLS = ("huggingface-hub", "safetensors")
 # what a hub snapshot needs; weights are asked for separately so .bin is skipped when safetensors exist
 _HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.jinja", "*.txt", "*.md",
               "LICENSE*", "NOTICE*", "USE_POLICY*"]
@@ -82,7 +84,7 @@ def check_finite(ckpt: Checkpoint, files: dict, stat_cache: StatCache) -> None:
         what = " and ".join(x for x in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if x)
         raise InvalidInput(f"{f}: tensor {name} holds {what} values; the checkpoint is damaged (or was saved "
                            "from a diverged run) and no artifact built from it would be usable")
-    if memo_path:
+    if memo_path and not stat_cache.readonly:  # a dry run writes nothing beside the cache either
         memo[weights] = True
         tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
         try:
@@ -116,18 +118,27 @@ def describe(model_dir: Path, allow_pickle: bool, stat_cache: StatCache, key: st
     }
 
 
-def acquire_local(path: str | None, allow_pickle: bool, stat_cache: StatCache, trust_remote_code: bool = False,
-                  warnings: list | None = None) -> dict:
+def check_local_path(path: str | None) -> Path:
+    """model.path names an existing checkpoint folder (a check the recipe alone allows: before any stage)."""
     if not path:
         raise InvalidInput("model.path: required when model.source is local")
-    p = Path(path).expanduser()
-    if not p.exists():
+    try:
+        p = Path(path).expanduser()
+        exists, is_file = p.exists(), p.is_file()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, an unknown ~user
+        raise InvalidInput(f"model.path: {path!r} is not a usable path") from None
+    if not exists:
         raise InvalidInput(f"model.path: {p} does not exist")
-    if p.is_file():
+    if is_file:
         raise InvalidInput(f"model.path: {p} is a file; name the checkpoint folder that holds config.json and "
                            "the weights" + (f" ({p.parent}?)" if (p.parent / "config.json").is_file() else ""))
-    return describe(p.resolve(), allow_pickle, stat_cache, "model.path", {"source": "local"}, trust_remote_code,
-                    warnings)
+    return p.resolve()
+
+
+def acquire_local(path: str | None, allow_pickle: bool, stat_cache: StatCache, trust_remote_code: bool = False,
+                  warnings: list | None = None) -> dict:
+    return describe(check_local_path(path), allow_pickle, stat_cache, "model.path", {"source": "local"},
+                    trust_remote_code, warnings)
 
 
 # owner/name as the Hub spells it: letters, digits, '-', '_', '.'; no '--' or '..' (huggingface_hub's rule)
@@ -163,7 +174,9 @@ def _login_hint(repo_id: str, what: str) -> str:
 
 
 def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cache: StatCache,
-                trust_remote_code: bool = False, warnings: list | None = None) -> dict:
+                trust_remote_code: bool = False, warnings: list | None = None, local_only: bool = False) -> dict:
+    """The snapshot, checked and hashed. local_only (a dry run): from the Hub cache or not at all; a
+    snapshot that is not there raises NotInDryRun saying what the build would download."""
     check_repo_id(repo_id)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -178,8 +191,15 @@ def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cac
 
     def download(patterns: list[str]) -> Path:
         try:
-            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
+                                          local_files_only=local_only))
         except (LocalEntryNotFoundError, FileNotFoundError):
+            if local_only:
+                from llmbuild.declaration import NotInDryRun
+
+                raise NotInDryRun(f"{repo_id}@{revision} from the Hub" + (
+                    " (HF_HUB_OFFLINE is set, so the build stops unless the Hub cache has it by then)"
+                    if offline else "")) from None
             where = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise InvalidInput(
                 f"model.revision: {repo_id}@{revision} is not in the offline Hub cache (HF_HOME={where})"
@@ -207,22 +227,26 @@ def acquire_hub(repo_id: str | None, revision: str, allow_pickle: bool, stat_cac
                     trust_remote_code, warnings)
 
 
-def init_key_config(model_cfg, project_root: Path, stat_cache: StatCache) -> dict:
-    """The recipe subtree that determines an init model, with the tokenizer inputs by content."""
+def init_key_config(model_cfg, digest) -> dict:
+    """The recipe subtree that determines an init model, with the tokenizer inputs by content
+    (`digest(path)`: a sha256, or the planner's File placeholder that the engine hashes)."""
     tok = model_cfg.tokenizer
     tok_inputs = {}
-    if tok.path:
-        d = Path(tok.path)
-        if not d.is_dir():
-            raise InvalidInput(f"model.tokenizer.path: {d} is not a folder")
-        tok_inputs = {p.name: stat_cache.digest(p) for p in sorted(d.iterdir()) if p.is_file()}
-    elif tok.train_text:
-        p = Path(tok.train_text)
-        if not p.is_file():
-            raise InvalidInput(f"model.tokenizer.train_text: {p} not found")
-        tok_inputs = {"train_text": stat_cache.digest(p), "vocab_size": tok.vocab_size}
-    else:
-        raise InvalidInput("model.tokenizer: an init model needs tokenizer.path or tokenizer.train_text")
+    try:
+        if tok.path:
+            d = Path(tok.path)
+            if not d.is_dir():
+                raise InvalidInput(f"model.tokenizer.path: {d} is not a folder")
+            tok_inputs = {p.name: digest(p) for p in sorted(d.iterdir()) if p.is_file()}
+        elif tok.train_text:
+            p = Path(tok.train_text)
+            if not p.is_file():
+                raise InvalidInput(f"model.tokenizer.train_text: {p} not found")
+            tok_inputs = {"train_text": digest(p), "vocab_size": tok.vocab_size}
+        else:
+            raise InvalidInput("model.tokenizer: an init model needs tokenizer.path or tokenizer.train_text")
+    except (OSError, ValueError) as e:  # a name the OS cannot hold, a folder it may not list
+        raise InvalidInput(f"model.tokenizer: {tok.path or tok.train_text!r}: {e}") from None
     return {"architecture": model_cfg.architecture, "config": dict(model_cfg.config), "seed": model_cfg.seed,
             "tokenizer": tok_inputs}
 

@@ -96,6 +96,11 @@ class Backend:
     def runtime_available(self) -> bool:
         return importlib.util.find_spec(self.runtime.module) is not None
 
+    def planned_files(self, options, model_name: str) -> list[str]:
+        """The files an export will write, as a dry run shows them before it runs (once it ran, the
+        cache record lists them exactly). Empty: the dry run names only the precision and runtime."""
+        return []
+
     # -- the build ------------------------------------------------------------------------------------
     def export(self, ckpt, options, out_dir: Path, meta, progress) -> dict:
         """Write the artifact into out_dir only; returns the record every later step reads."""

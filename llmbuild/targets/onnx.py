@@ -729,6 +729,12 @@ class Onnx(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        graph = onnx_layout.model_file(precision(options))
+        big = f"{graph}_data (when the weights pass {AUTO_EXTERNAL_ABOVE / 1e9:g} GB)"
+        data = {"always": [f"{graph}_data"], "auto": [big]}
+        return [graph, *data.get(options.external_data, []), "genai_config.json", "config.json", "tokenizer files"]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 

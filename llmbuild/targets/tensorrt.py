@@ -530,6 +530,10 @@ class Tensorrt(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        engine = ["model.engine", "timing.cache"] if will_build(options) else []
+        return ["model.onnx", "model.onnx.data", "build_plan.json", "BUILD_ENGINE.md", *engine]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 

@@ -1335,6 +1335,11 @@ class Trtllm(Backend):
     def runtime_available(self):
         return runtime_available()
 
+    def planned_files(self, options, model_name):
+        return ["*.safetensors", "model.safetensors.index.json", "config.json",
+                *(["hf_quant_config.json"] if options.quant != "none" else []), "generation_config.json",
+                "tokenizer files", "extra_llm_api_options.yaml", "SERVE.md"]
+
     def export(self, ckpt, options, out_dir, meta, progress):
         return export(ckpt, options, out_dir, meta, progress)
 
@@ -1369,13 +1374,14 @@ class Trtllm(Backend):
 
     def serving(self, target, record):
         """SERVE.md's lines (written in the folder at export) from the build folder, plus vLLM's CPU build,
-        whose `vllm serve` entry point is missing (hf.serving_lines says why)."""
+        whose `vllm serve` entry point is missing and whose KV cache needs a fixed size (hf.serving_lines says why)."""
         serve = record.get("serve") or {}
         d = f"artifacts/{target}"
         out = {k: [f"cd {d} && {serve[k]}"] for k in ("trtllm-serve", "vllm") if serve.get(k)}
         if serve.get("vllm"):
             out["vllm-cpu"] = [f"cd {d} && " + serve["vllm"].replace(
-                "vllm serve .", "python -m vllm.entrypoints.openai.api_server --model .", 1)]
+                "vllm serve .", "python -m vllm.entrypoints.openai.api_server --model .", 1)
+                + " --kv-cache-memory-bytes 4G"]
         return out
 
 

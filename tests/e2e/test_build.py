@@ -113,8 +113,10 @@ def test_dry_run_lists_cached_stages(first_build):
     cwd, _ = first_build
     proc = run_cli(["recipe=tiny", corpus_override(), "build.dry_run=true", "targets.onnx32.dtype=fp16"], cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "[reference] reused from cache" in proc.stderr
-    assert "[export:onnx32] would run" in proc.stderr
+    assert "[reference] cached (key " in proc.stderr
+    assert "[export:onnx32] would run (key " in proc.stderr
+    assert "[verify:onnx32] depends on an earlier stage (export:onnx32)" in proc.stderr
+    assert "[export:gguf8] cached (key " in proc.stderr
 
 
 def test_cfg_job_prints_composed_config(first_build):

@@ -94,3 +94,19 @@ def test_dataset_hub_id_must_be_an_id(tmp_path):
         f"hub_id: {DATA / 'facts-train.jsonl'}}}]"]
     proc = run_cli(["recipe=tiny", corpus_override(), "~targets.onnx32", *args], tmp_path)
     assert proc.returncode == 2 and "finetune.datasets[0].hub_id" in one_line_error(proc)
+
+
+def test_dry_run_after_the_build_shows_the_keys_the_manifest_recorded(built):
+    """The plan is what ran: after a build with a fine-tune, evaluation, contamination and two targets, the
+    dry run lists exactly the manifest's stages, each cached (or checked) under the key the build recorded."""
+    from tests.test_dry_run import plan_lines
+
+    recorded = {s["stage"]: s for s in manifest(latest(built))["stages"]}
+    assert {"finetune", "evalref", "contamination", "export:gguf8", "client:merged"} <= set(recorded)
+    proc = run_cli(["recipe=tiny", corpus_override(), "~targets.onnx32", *LORA, "build.dry_run=true"], built)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = plan_lines(proc.stderr)
+    assert list(lines) == list(recorded), proc.stderr
+    for name, line in lines.items():
+        assert line["status"] == ("checked" if recorded[name]["status"] == "checked" else "cached"), proc.stderr
+        assert recorded[name]["key"] and line["key"] == recorded[name]["key"][:12], (name, proc.stderr)

@@ -144,7 +144,7 @@ def test_dry_run_plans_on_a_read_only_cache(built):
     finally:
         cache.chmod(0o755)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "[export:gguf8] reused from cache" in proc.stderr
+    assert "[export:gguf8] cached (key " in proc.stderr
     assert _snapshot(cache) == before
 
 
