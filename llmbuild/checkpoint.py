@@ -115,11 +115,12 @@ def _entry_end(info) -> int:
 
 def _safetensors_accepts(path: Path) -> None:
     """safetensors' own header validation (offsets contiguous, no overlap, buffer covered): it reads
-    the header only, and whatever it refuses is reported as the file's fault, not a crash later."""
+    the header only, and whatever it refuses is reported as the file's fault, not a crash later. The
+    numpy framework: the same checks, without importing torch (a GGUF conversion needs none)."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt"):
+        with safe_open(str(path), framework="numpy"):
             pass
     except Exception as e:  # SafetensorError, and OSError for an unreadable file
         raise InvalidInput(f"{path}: not a safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None

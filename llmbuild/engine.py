@@ -321,10 +321,13 @@ class Build:
         art.verification = {"status": status, "runtime": b.runtime.dist,
                             "runtime_version": tool_versions([b.runtime.dist])[b.runtime.dist],
                             "metrics": out.record["metrics"], "kv_metrics": out.record.get("kv_metrics"),
-                            "gates": results}
+                            "gates": results, **({"routing": out.record["routing"]} if out.record.get("routing") else {})}
         m = out.record["metrics"]
+        routing = out.record.get("routing") or {}
         self.say(f"[verify:{t.name}] {status}: top-1 {m['top1']:.3f}, KLD {m['kld_mean']:.2e}, "
-                 f"max |dlogit| {m['max_abs_diff']:.3g}", style="green" if status == "passed" else "red")
+                 f"max |dlogit| {m['max_abs_diff']:.3g}"
+                 + (f", routing agreement {routing['agreement']:.3f}" if "agreement" in routing else ""),
+                 style="green" if status == "passed" else "red")
         return [dict(r, target=t.name) for r in results if not r["passed"]]
 
     def _after_evaluate(self, st: Stage, out: Output) -> list[dict]:

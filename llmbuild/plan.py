@@ -38,8 +38,8 @@ from llmbuild.plain import plain
 # never looked up (verify 2, evaluate 2: quantized HF-layout checkpoints are read by ModelOpt's modules and
 # answer golden sets; evalref 2: evalref.json holds the settings the artifact side reads, so their keys
 # follow them; client 1: golden set, multiple choice and speed through each artifact's client and its own
-# tokenizer)
-STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 1, "export": 1, "verify": 2,
+# tokenizer; reference 2, verify 3: a mixture of experts' routing is recorded and compared, issue 11)
+STAGE_VERSIONS = {"acquire": 1, "license": 1, "finetune": 1, "reference": 2, "export": 1, "verify": 3,
                   "evalref": 2, "evaluate": 2, "contamination": 1, "client": 1}
 
 
@@ -133,18 +133,22 @@ def check_recipe(bc: BuildConfig) -> None:
     if m.source.value == "init":
         from llmbuild.archs import arch_class
 
-        check_family(arch_class(m.architecture, "model.architecture"), m.architecture, bc)
+        cls = arch_class(m.architecture, "model.architecture")
+        check_family(cls, m.architecture, bc)
+        cls.check_recipe_config(dict(m.config or {}), "model.config")
     ft.check(bc.finetune)  # data files, licenses and ranges; what depends on the model comes after acquisition
     validate_license(bc.license)  # a waiver without a reason, a bad fact value: exit 2 before acquisition
     evaluate.check(bc.eval)  # evaluation files in the wrong format: exit 2 naming file and line
 
 
 def check_family(cls, name: str, bc: BuildConfig) -> None:
-    """Every target's backend maps the family, or exit 2 naming the target and the backends that do."""
+    """Every target's backend maps the family and can apply its options to it (check_family), or exit 2
+    naming the target and the backends that do."""
     for t in bc.targets:
         if t.backend not in cls.targets:
             raise InvalidInput(f"{t.key}.backend: {name} is not supported by the {t.backend} backend; backends that "
                                f"support it: {', '.join(b for b in registry.names() if b in cls.targets)}")
+        registry.backend(t.backend).check_family(t.options, cls, t.key)
 
 
 def check_model(bc: BuildConfig, arch, model_dir: Path) -> ModelCheck:
@@ -152,6 +156,7 @@ def check_model(bc: BuildConfig, arch, model_dir: Path) -> ModelCheck:
     from llmbuild.stages import evaluate
 
     check_family(type(arch), arch.name, bc)
+    arch.check_checkpoint(model_dir)  # tensor names against config.json (experts, routers): a header read
     out = ModelCheck(context=arch.context)
     for t in bc.targets:
         b = registry.backend(t.backend)

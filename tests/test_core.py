@@ -25,6 +25,9 @@ ARCH_ROWS = [
     ("LlamaForCausalLM", "llama", True, False, False),
     ("MistralForCausalLM", "llama", True, False, False),
     ("Qwen2ForCausalLM", "qwen2", False, True, False),
+    ("MixtralForCausalLM", "llama", True, False, False),  # LlamaModel, experts stacked
+    ("Qwen2MoeForCausalLM", "qwen2moe", False, True, False),  # Qwen2MoeModel
+    ("Qwen3MoeForCausalLM", "qwen3moe", False, False, True),  # Qwen3MoeModel
     ("Qwen3ForCausalLM", "qwen3", False, False, True),
     ("Gemma2ForCausalLM", "gemma2", False, False, False),
     ("Gemma3ForCausalLM", "gemma3", False, False, True),

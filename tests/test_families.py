@@ -66,25 +66,36 @@ def model_dir(tiny_models, variant_models):
 
 
 @pytest.fixture(scope="module")
-def reference(model_dir):
-    """model -> transformers' float32 logits on PROBES."""
+def source(model_dir):
+    """model -> (transformers' float32 logits on PROBES, its routing per probe or None for a dense model)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from llmbuild.stages.reference import routing_of
 
     done = {}
 
     def get(model: str):
         if model not in done:
             m = AutoModelForCausalLM.from_pretrained(model_dir(model), dtype=torch.float32).eval()
+            k = getattr(m.config, "num_experts_per_tok", None)
             with torch.no_grad():
-                done[model] = [m(torch.tensor([p])).logits[0].numpy() for p in PROBES]
+                outs = [m(torch.tensor([p]), **({"output_router_logits": True} if k else {})) for p in PROBES]
+            done[model] = ([o.logits[0].numpy() for o in outs],
+                           [routing_of(o.router_logits, k) for o in outs] if k else None)
         return done[model]
 
     return get
 
 
+@pytest.fixture(scope="module")
+def reference(source):
+    """model -> transformers' float32 logits on PROBES."""
+    return lambda model: source(model)[0]
+
+
 @pytest.mark.parametrize("model, backend, case", _params())
-def test_family_through_target(model, backend, case, model_dir, reference, tmp_path):
+def test_family_through_target(model, backend, case, model_dir, reference, source, tmp_path):
     b = registry.backend(backend)
     if not b.runtime_available():
         pytest.skip(f"{b.runtime.dist} is not installed")
@@ -107,6 +118,22 @@ def test_family_through_target(model, backend, case, model_dir, reference, tmp_p
     assert all(r["passed"] for r in results), (results, record)
     if why:
         assert ctx < ckpt.arch.context and rec.get("context_length") == ctx and why in b.notes(rec)
+    if ckpt.arch.mixture_of_experts:
+        _check_routing(b, opts, tmp_path, rec, probes, source(model)[1])
+
+
+def _check_routing(b, opts, artifact_dir, rec, probes, ref_routing):
+    """Where the runtime shows its routing, the experts it runs are the source's: every token and layer
+    for a lossless precision (the same logits up to float rounding), most of them when quantized."""
+    from llmbuild.stages.verify import routing_agreement
+
+    if b.no_routing:
+        assert isinstance(b.no_routing, str) and b.no_routing
+        return
+    got = routing_agreement([r[:, : len(p)] for r, p in zip(ref_routing, probes)], b.run_routing(artifact_dir, rec, probes))
+    assert got["layers"] == ref_routing[0].shape[0] and got["top_k"] == ref_routing[0].shape[2]
+    floor = 0.99 if b.precision(opts) in ("fp32", "f32") else 0.6
+    assert got["agreement"] >= floor, got
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

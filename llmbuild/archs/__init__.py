@@ -40,6 +40,9 @@ ARCHS: dict[str, str] = {
     "Gemma2ForCausalLM": "gemma2",  # Gemma 2 2B/9B/27B
     "Gemma3ForCausalLM": "gemma3",  # Gemma 3 text (270M, 1B; the text decoder of 4B-27B)
     "Phi3ForCausalLM": "phi3",  # Phi-3 mini/medium 4k/128k, Phi-3.5-mini, Phi-4-mini
+    "MixtralForCausalLM": "moe",  # Mixtral 8x7B, 8x22B
+    "Qwen2MoeForCausalLM": "moe",  # Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B
+    "Qwen3MoeForCausalLM": "moe",  # Qwen3-30B-A3B, Qwen3-235B-A22B
 }
 
 _CLASSES: dict[str, type[Arch]] = {}

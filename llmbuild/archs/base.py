@@ -37,9 +37,9 @@ class Layer:
     v: str | None
     o: str
     ffn_norm: str  # RMSNorm before the MLP
-    gate: str | None  # None where gate and up are one fused projection (`gate_up`)
+    gate: str | None  # None where gate and up are one fused projection (`gate_up`), or in a sparse layer
     up: str | None
-    down: str
+    down: str | None  # None in a sparse layer (see `moe`)
     q_norm: str | None = None  # per-head RMSNorm of q before the rotary (Qwen3, Gemma 3); None: none
     k_norm: str | None = None
     window: int | None = None  # sliding attention window in tokens; None: full attention
@@ -47,6 +47,7 @@ class Layer:
     post_ffn_norm: str | None = None  # RMSNorm on the MLP output before the residual add (Gemma 2/3)
     qkv: str | None = None  # one projection whose output is [q | k | v] (Phi-3's qkv_proj)
     gate_up: str | None = None  # one projection whose output is [gate | up] (Phi-3's gate_up_proj)
+    moe: MoeBlock | None = None  # the layer's mixture of experts in place of the MLP (archs/moe.py)
 
     def linears(self) -> list[str]:
         """The layer's projections, fused ones as one module."""
@@ -56,6 +57,23 @@ class Layer:
     def norms(self) -> list[str]:
         return [m for m in (self.attn_norm, self.q_norm, self.k_norm, self.post_attn_norm, self.ffn_norm,
                             self.post_ffn_norm) if m]
+
+
+@dataclass(frozen=True)
+class MoeBlock:
+    """A sparse MLP (module names, no `.weight`): a router picks `top_k` of the experts per token by
+    softmax probability, their SiLU-gated MLPs are summed with those probabilities as weights
+    (renormalized to sum 1 when `norm_topk`), plus an always-on shared expert scaled by
+    sigmoid(shared_gate . x) where the family has one (Qwen2-MoE)."""
+
+    router: str  # linear hidden -> experts: the router logits
+    experts: tuple[tuple[str, str, str], ...]  # (gate, up, down) of each expert, in expert order
+    top_k: int
+    norm_topk: bool
+    shared: tuple[str, str, str] | None = None  # (gate, up, down) of the shared expert
+    shared_gate: str | None = None  # linear hidden -> 1 scaling the shared expert
+    intermediate: int = 0  # each expert's intermediate size
+    shared_intermediate: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,9 @@ class GgufTensor:
     # numpy arrays of srcs (in that order) -> the values llama.cpp reads; None: the one source as is
     transform: Callable | None = None
     data: object = None  # the values of a computed tensor
+    # srcs are the slices of the first axis, in order (llama.cpp's 3-D expert tensors): the writer
+    # converts and writes them one at a time, each through `transform` alone, and never stacks them
+    stacked: bool = False
 
 
 class Arch:
@@ -126,6 +147,9 @@ class Arch:
     # tests: the one model of the family (its architecture or a variant) the default test run takes
     # through each backend; None: every one (the rest run with -m slow)
     tiny_default: ClassVar[str | None] = None
+    # keyword arguments a target passes to transformers' from_pretrained when it traces the model
+    # (tensorrt's torch.onnx export): a family whose default modelling code cannot be traced says how
+    hf_model_kwargs: ClassVar[dict] = {}
 
     def __init__(self, config: dict, name: str, where: str = "config.json"):
         self.config, self.name, self.where = config, name, where
@@ -195,6 +219,23 @@ class Arch:
     @property
     def activation(self) -> str:
         return self.config.get("hidden_act", "silu")
+
+    # mixture of experts (archs/moe.py): whether the family's MLPs are sparse, and the experts per
+    # sparse layer (0 for a dense decoder)
+    mixture_of_experts: ClassVar[bool] = False
+    expert_count: ClassVar[int] = 0
+
+    def expert_sources(self) -> set[str]:
+        """Checkpoint tensors a target writes as stacked expert tensors rather than one by one."""
+        return set()
+
+    @classmethod
+    def check_recipe_config(cls, config: dict, key: str) -> None:
+        """Checks of an `init` model's config that the recipe alone allows (plan time). Raise InvalidInput."""
+
+    def check_checkpoint(self, model_dir) -> None:
+        """Checks of the checkpoint's tensor names against config.json (a header read, right after
+        acquisition). Raise InvalidInput naming the file and the tensor."""
 
     # facts of other families, neutral here: sqrt(hidden) embedding scale, attention and final logit
     # soft-capping (Gemma 2: properties read from its config)

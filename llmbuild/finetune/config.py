@@ -60,6 +60,9 @@ class FullSpec:
     # decoder layers to train (0-based, negative counts from the end); None: every parameter. Training
     # fewer layers needs less optimizer memory and forgets less, and learns less.
     train_layers: list[int] | None = None
+    # a mixture of experts' routers: false keeps them frozen, so tokens go to the experts they went to
+    # (the adapted experts stay the ones that learned); true also trains which expert a token picks
+    train_router: bool = False
 
 
 @dataclass

@@ -84,6 +84,11 @@ def target_modules(cfg: FinetuneConfig, hf_config: dict, key: str = "finetune") 
             if m not in known:
                 raise InvalidInput(f"{key}.lora.target_modules: {m!r} is not a module of {arch}; known: "
                                    f"{', '.join(sorted(known))}")
+    by_param = [m for m in mods if m in (getattr(family, "lora_parameters", None) or {})]
+    if by_param and cfg.lora.dropout:
+        # PEFT adapts fused expert parameters with its ParamWrapper, which cannot apply dropout to the input
+        raise InvalidInput(f"{key}.lora.dropout: {cfg.lora.dropout}, but LoRA on {', '.join(by_param)} (PEFT's "
+                           "target_parameters) takes no dropout; set lora.dropout=0")
     return list(mods)
 
 

@@ -196,8 +196,15 @@ def load_for_training(model_dir: Path, cfg: FinetuneConfig, target_modules: list
 
         if cfg.qlora:
             model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # a mixture of experts' `experts` are fused 3-D parameters, not Linear modules: PEFT adapts them
+        # through target_parameters (its LoRA on nn.Parameter)
+        family = _family(model_dir)
+        by_param = getattr(family, "lora_parameters", {}) or {}
+        modules = [m for m in target_modules if m not in by_param]
+        params = [p for m in target_modules for p in by_param.get(m, ())]
         lcfg = peft.LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                               target_modules=list(target_modules), bias="none", task_type="CAUSAL_LM")
+                               target_modules=modules, bias="none", task_type="CAUSAL_LM",
+                               **({"target_parameters": params} if params else {}))
         model = peft.get_peft_model(model, lcfg)
     else:
         layers = cfg.full.train_layers
@@ -206,7 +213,23 @@ def load_for_training(model_dir: Path, cfg: FinetuneConfig, target_modules: list
             keep = {f".layers.{i % n}." for i in layers}
             for name, p in model.named_parameters():
                 p.requires_grad = any(k in f".{name}" for k in keep)
+        family = _family(model_dir)
+        if family is not None and family.mixture_of_experts and not cfg.full.train_router:
+            # the routers stay the base model's: which expert serves which token is kept
+            for name, p in model.named_parameters():
+                if f".{family.HF_ROUTER}." in f".{name}":
+                    p.requires_grad = False
     return model
+
+
+def _family(model_dir: Path):
+    """The Arch class of the checkpoint (None when llmbuild does not know it)."""
+    import json
+
+    from llmbuild.archs import ARCHS, arch_class, architecture_of
+
+    name = architecture_of(json.loads((Path(model_dir) / "config.json").read_text()))
+    return arch_class(name) if name in ARCHS else None
 
 
 class Trainer:

@@ -251,6 +251,23 @@ def _delta(value, base, fmt: str = "{:.3f}", rel: bool = False) -> str:
     return f"{text} ({value - base:+.3f})"
 
 
+def _routing_section(rows) -> list[str]:
+    """A mixture of experts: per artifact, how often its runtime runs the source's experts."""
+    routed = [(r["name"], r["verification"]["routing"]) for r in rows if (r["verification"] or {}).get("routing")]
+    if not routed:
+        return []
+    lines = ["", "Routing (mixture of experts): the share of (token, layer) pairs on the probes whose set of "
+             "top-k experts in the artifact's runtime is the source's.", "",
+             "| artifact | routing agreement | lowest layer | tokens x layers |", "|---|---|---|---|"]
+    for name, ro in routed:
+        if "agreement" in ro:
+            lines.append(f"| `{name}` | {ro['agreement']:.4f} | {ro['lowest_layer']:.4f} | "
+                         f"{ro['tokens']} x {ro['layers']} |")
+        else:
+            lines.append(f"| `{name}` | not observable: {ro.get('reason')} | | |")
+    return lines
+
+
 def _evaluation_section(build, rows) -> list[str]:
     """The card's table: each artifact's figures through its runtime, with the change against the source."""
     src = build.eval_source
@@ -670,6 +687,7 @@ def _body(build: BuildResult, rows, cfg, rec, decision, in_folder: bool = False)
                          f"{kv.get('top1', float('nan')):.4f} | {kv.get('kld_mean', float('nan')):.3e} | {gates} |")
         else:
             lines.append(f"| `{r['name']}` | - | UNVERIFIED: {v.get('reason', v.get('status'))} | | | | | | |")
+    lines += _routing_section(rows)
     lines += _evaluation_section(build, rows)
     lines += _client_section(build, rows)
     lines += harness_section(build, rows)

@@ -38,14 +38,45 @@ def run(model_dir: Path, probes: list[str], max_tokens: int, dtype: str, trust_r
     torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype,
                                                  trust_remote_code=trust_remote_code).eval()
+    top_k = _experts_per_token(model_dir)
     arrays = {}
     with torch.inference_mode():
         for i, ids in enumerate(token_ids):
-            logits = model(torch.tensor([ids])).logits[0].float().numpy()
+            res = model(torch.tensor([ids]), **({"output_router_logits": True} if top_k else {}))
             arrays[f"ids_{i}"] = np.asarray(ids, dtype=np.int64)
-            arrays[f"logits_{i}"] = logits.astype(np.float32)
+            arrays[f"logits_{i}"] = res.logits[0].float().numpy().astype(np.float32)
+            if top_k:
+                arrays[f"routing_{i}"] = routing_of(res.router_logits, top_k)
     np.savez(out / "reference.npz", **arrays)
-    return {"probes": len(token_ids), "tokens": sum(len(t) for t in token_ids), "dtype": str(torch_dtype)}
+    return {"probes": len(token_ids), "tokens": sum(len(t) for t in token_ids), "dtype": str(torch_dtype),
+            **({"routing": {"top_k": top_k}} if top_k else {})}
+
+
+def _experts_per_token(model_dir: Path) -> int:
+    """top-k of a mixture of experts (0 for a dense model): routing is recorded beside the logits."""
+    import json
+
+    from llmbuild.archs import for_config
+
+    arch = for_config(json.loads((Path(model_dir) / "config.json").read_text()))
+    return arch.experts_per_token if arch.mixture_of_experts else 0
+
+
+def routing_of(router_logits, top_k: int) -> np.ndarray:
+    """transformers' router logits (one [tokens, experts] tensor per sparse layer) -> the experts each
+    token runs, [layers, tokens, top_k], each row sorted: the routers pick the top-k of the softmax,
+    which are the top-k logits."""
+    import torch
+
+    return np.stack([np.sort(torch.topk(r.float(), top_k, dim=-1).indices.numpy(), axis=-1)
+                     for r in router_logits]).astype(np.int32)
+
+
+def load_routing(path: Path) -> list[np.ndarray] | None:
+    """The source's routing per probe, or None for a dense model."""
+    data = np.load(path)
+    n = len([k for k in data.files if k.startswith("ids_")])
+    return [data[f"routing_{i}"] for i in range(n)] if "routing_0" in data.files else None
 
 
 def load(path: Path) -> tuple[list[list[int]], list[np.ndarray]]:

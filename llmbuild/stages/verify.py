@@ -45,7 +45,24 @@ def run(backend, artifact_dir: Path, export_record: dict, reference_file: Path, 
         for ids, s in zip(token_ids, splits):
             kv.extend(backend.run_logits(artifact_dir, export_record, [ids], split=s))
         rec["kv_metrics"] = compare(ref_logits, kv)
+    ref_routing = reference.load_routing(reference_file)
+    if ref_routing is not None:
+        if backend.no_routing:
+            rec["routing"] = {"status": "not observable", "reason": backend.no_routing}
+        else:
+            rec["routing"] = routing_agreement(ref_routing, backend.run_routing(artifact_dir, export_record, token_ids))
     return rec
+
+
+def routing_agreement(ref: list[np.ndarray], art: list[np.ndarray]) -> dict:
+    """The share of (token, sparse layer) pairs whose set of experts in the artifact is the source's,
+    overall and in the layer that agrees least. Each array is [layers, tokens, top_k], rows sorted."""
+    r, a = np.concatenate(ref, axis=1), np.concatenate(art, axis=1)
+    if r.shape != a.shape:
+        raise ValueError(f"routing shapes differ: source {r.shape}, artifact {a.shape}")
+    same = (r == a).all(axis=-1)  # [layers, tokens]
+    return {"status": "measured", "agreement": float(same.mean()), "lowest_layer": float(same.mean(axis=1).min()),
+            "layers": int(r.shape[0]), "tokens": int(r.shape[1]), "top_k": int(r.shape[2])}
 
 
 # gate -> (comparison, the verify figure it bounds (probe prompts, full and KV-cache runs) or None, the

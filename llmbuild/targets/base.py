@@ -53,6 +53,9 @@ class Backend:
     # why its speed is not measured although it generates (the figure would not be a deployment's)
     no_speed: ClassVar[str | None] = None
     card_library: ClassVar[str | None] = None  # the card's library_name when every artifact is this backend's
+    # why its runtime cannot show which experts a mixture of experts runs per token (None: run_routing
+    # reads them from the runtime, and verification reports routing agreement with the source)
+    no_routing: ClassVar[str | None] = "its runtime does not expose which experts it runs"
     client: ClassVar[Client | None] = None  # the client its users run, measured through its own tokenizer
     hub_repo: ClassVar[bool] = False  # its folder is a Hub model repository: the card goes into it as README.md
 
@@ -60,6 +63,11 @@ class Backend:
     def check_options(self, options, key: str) -> None:
         """Checks that need only the recipe (and this machine): run when the recipe is typed, before any
         work. Raise InvalidInput naming `key.option`."""
+
+    def check_family(self, options, cls, key: str) -> None:
+        """Checks of the options against the model's family (its Arch class, before any config is bound):
+        what the backend cannot do for it, e.g. a quantization it cannot apply to experts. Run at plan
+        time for an `init` model and right after acquisition for the others."""
 
     def check_model(self, options, arch, model_dir: Path, key: str) -> None:
         """Checks that need the model (its config.json as `arch`, its files in model_dir): run right
@@ -102,6 +110,11 @@ class Backend:
         """The runtime's float32 logits [seq, vocab] per sequence; with `split`, the tokens after it go
         one at a time through the runtime's KV cache."""
         raise NotImplementedError
+
+    def run_routing(self, artifact_dir: Path, record: dict, token_ids: list[list[int]]):
+        """A mixture of experts' routing in the runtime: per sequence an int array [sparse layers, seq,
+        top_k] of the experts each token runs, each row sorted (see `no_routing`)."""
+        raise NotImplementedError(self.no_routing or f"the {self.name} backend has no routing function")
 
     def generate(self, artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int,
                  eos_id: int | None, threads: int = 2, timings: dict | None = None) -> list[int]:

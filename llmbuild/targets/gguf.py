@@ -7,9 +7,13 @@ context a family without llama.cpp sliding-window support declares) comes from i
 object (llmbuild/archs: `gguf_parameters`, `gguf_tensors`), as convert_hf_to_gguf.py's model classes
 provide `set_gguf_parameters` and `modify_tensors`. Two quantizers, chosen per type (`QUANTS`,
 `LLAMA_CPP_QUANTS`):
-- gguf-py (numpy) writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly, with the converter's choice
-  of which tensors stay F32/F16, the `general.*` keys and the tokenizer (see gguf_vocab.py). Tensors are read, converted and quantized one at a time on a small
-  thread pool and written in order, so memory holds about one tensor, not the model.
+- gguf-py writes F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 directly, with the converter's choice
+  of which tensors stay F32/F16, the `general.*` keys and the tokenizer (see gguf_vocab.py). Tensors
+  are read with numpy (safetensors_np.py: no torch), converted and quantized one at a time on a small
+  thread pool and written in order, so memory holds about one tensor, not the model; a mixture of
+  experts' 3-D expert tensors are written one expert matrix at a time and large matrices in row
+  blocks (_Sliced). The block types are quantized by llama.cpp's own C functions where
+  llama-cpp-python is installed (ggml_quant.py; gguf-py's numpy quantizers otherwise): the same bytes.
 - llama.cpp's own quantizer (`llama_model_quantize` through llama-cpp-python, the code behind
   `llama-quantize`) makes the K-quants and i-quants, with its per-tensor type mix (Q4_K_M's Q6_K
   layers) and, optionally, an importance matrix computed from calibration text (gguf_imatrix.py). Its
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmbuild.errors import InvalidInput
+from llmbuild.targets import ggml_quant, safetensors_np
 from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 from llmbuild.targets.gguf_vocab import MODES as TOKENIZER_MODES
@@ -115,6 +120,14 @@ DEFAULT_GATES = {
     "q2_k": {"min_top1": 0.20, "max_kld": 1.50, "max_abs_diff": 15.0, "max_ppl_ratio": 3.0},
 }
 
+# Expert routers are never quantized: convert_hf_to_gguf.py keeps FFN_GATE_INP and FFN_GATE_INP_SHEXP
+# in F32 and llama-quantize skips "ffn_gate_inp.weight" (llama-quant.cpp): a rounded router picks other
+# experts, which no later layer can undo.
+ROUTER_TENSORS = ("ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
+
+# Large matrices (embedding, output) are read and converted in row blocks of about this many float32 bytes
+ROW_BLOCK_BYTES = 16 << 20
+
 # Rows per quantization call are capped at about this many elements: gguf-py's block quantizers make
 # several float32 temporaries of their input, which must not be the size of a 128k-token embedding.
 CHUNK_ELEMENTS = 1 << 22
@@ -124,7 +137,7 @@ CHUNK_ELEMENTS = 1 << 22
 class Options:
     backend: str = "gguf"
     quant: str = "q8_0"  # f32|f16|bf16|q8_0|q6_k|q5_k_m|q5_k_s|q5_0|q5_1|q4_k_m|q4_k_s|q4_0|q4_1|iq4_nl|iq4_xs|q3_k_l|q3_k_m|q3_k_s|q2_k: size vs fidelity (q8_0 ~1/4 of fp32, KLD ~1e-3; q4_k_m ~1/7, KLD ~0.03)
-    quantizer: str = "auto"  # auto: gguf-py for the types it makes, llama.cpp for the rest | gguf-py | llama.cpp (every type)
+    quantizer: str = "auto"  # auto: gguf-py's writer for the types it makes (llama.cpp's C block quantizers when installed: faster, same bytes), llama.cpp's quantizer for the rest | gguf-py (numpy only) | llama.cpp (every type)
     imatrix: Optional[str] = None  # calibration text -> importance matrix for llama.cpp's quantizer: better 2-5 bit files, costs a torch pass over the text
     imatrix_chunk: int = 512  # tokens per calibration chunk (llama-imatrix's context); capped at the model's context
     threads: int = 0  # worker threads for convert+quantize; 0 = all cores. More is faster, holds more tensors at once
@@ -197,6 +210,15 @@ def check_model(options, arch, model_dir: Path | None, key: str) -> None:
             raise InvalidInput(f"{key}: {e}") from None
 
 
+def check_family(options, cls, key: str) -> None:
+    """What this backend cannot apply to a family's experts: an importance matrix (gguf_imatrix.py
+    collects the inputs of nn.Linear modules, and transformers 5 computes experts from fused 3-D
+    parameters, so the experts' columns would get no statistics)."""
+    if cls.mixture_of_experts and options.imatrix:
+        raise InvalidInput(f"{key}.imatrix: an importance matrix is not computed for the experts of a mixture of "
+                           f"experts ({cls.hf_names[0]}) yet; drop imatrix (the K-quants work without one)")
+
+
 def check(options, hf_config: dict, key: str, model_dir: Path | None = None) -> None:
     """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
     from llmbuild.archs import for_config
@@ -233,6 +255,8 @@ class _Tensor:
     nbytes: int
     transform: object = None  # numpy arrays of srcs -> the values written; None: the one source as is
     data: object = None  # the values of a computed tensor
+    stacked: bool = False  # srcs are the slices of the first axis (experts): written one at a time
+    c_quant: bool = False  # quantized by llama.cpp's C functions (ggml_quant.py), else by gguf-py
 
 
 def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress) -> dict:
@@ -245,8 +269,13 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     vocab = read_vocab(ckpt.dir, ckpt.arch.vocab, options.tokenizer)
     vocab.check_name(meta.name, options.tokenizer)
     if not uses_llama_cpp(options):
-        n_params = _write(ckpt, options.quant, path, meta, threads, progress, vocab)
-        quantizer = {"name": "gguf-py", "version": _version("gguf")}
+        # the same bytes either way (tests/targets/test_gguf.py): llama.cpp's C block quantizers where
+        # llama-cpp-python is installed (quantizer auto), gguf-py's numpy ones otherwise
+        c_quant = options.quantizer == "auto" and ggml_quant.available() and QUANTS[options.quant][0] in ggml_quant.TYPES
+        n_params = _write(ckpt, options.quant, path, meta, threads, progress, vocab, c_quant)
+        quantizer = ({"name": "llama.cpp ggml_quantize_chunk (llama-cpp-python's libggml)",
+                      "version": _version("llama-cpp-python")} if c_quant else
+                     {"name": "gguf-py", "version": _version("gguf")})
         extra = {}
     else:
         # llama.cpp quantizes from a float GGUF: F16 when every matrix is stored in F16 (the usual
@@ -278,6 +307,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "quant": options.quant,
         "file_type": QUANTS[options.quant][1] if options.quant in QUANTS else LLAMA_CPP_QUANTS[options.quant],
         "gguf_arch": ckpt.arch.gguf_arch,
+        **({"experts": {"count": ckpt.arch.expert_count, "used": ckpt.arch.experts_per_token}}
+           if ckpt.arch.mixture_of_experts else {}),
         "context_length": ctx,
         **({"context_note": ctx_note} if ctx_note else {}),
         "quantizer": quantizer,
@@ -293,15 +324,22 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     }
 
 
-def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress, vocab) -> int:
+def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progress: Progress, vocab,
+           c_quant: bool = False) -> int:
     """Convert the checkpoint into a GGUF of a type gguf-py makes; returns the parameter count."""
     import gguf
     import numpy as np
 
     arch = ckpt.arch
     plan = _plan(ckpt, quant)
+    for t in plan:
+        t.c_quant = c_quant and t.qtype.name in ggml_quant.TYPES
     writer = gguf.GGUFWriter(path, arch.gguf_arch)
     n_params = sum(math.prod(t.shape) for t in plan if t.srcs)
+    # gguf's size label: "8x7B" for a mixture (GGUFWriter.get_total_parameter_count's split)
+    expert = sum(math.prod(t.shape[1:]) for t in plan if t.stacked)
+    n_experts = plan[[t.stacked for t in plan].index(True)].shape[0] if expert else 0
+    writer.add_size_label(gguf.size_label(n_params, n_params - expert * (n_experts or 1), expert, n_experts))
     _add_metadata(writer, arch, quant, meta, n_params)
     vocab.add_to(writer)
     for t in plan:
@@ -511,6 +549,8 @@ def _entry(spec, quant: str, has_output: bool) -> _Tensor:
     # because most of llama.cpp only handles those in F32.
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
         qtype = q.F32
+    elif name.endswith(ROUTER_TENSORS):
+        qtype = q.F32  # routers stay F32 in both converters (see ROUTER_TENSORS)
     elif quant in OUTPUT_AT_8_BITS and (name == "output.weight" or (name == "token_embd.weight" and not has_output)):
         qtype = q.Q8_0  # llama-quantize's rule for the output matrix (tied: the embedding), see OUTPUT_AT_8_BITS
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -519,7 +559,8 @@ def _entry(spec, quant: str, has_output: bool) -> _Tensor:
         qtype = q.F16
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     nbytes = math.prod(shape) // block * type_size
-    return _Tensor(spec.srcs, name, tuple(shape), qtype, nbytes, spec.transform, spec.data)
+    return _Tensor(spec.srcs, name, tuple(shape), qtype, nbytes, spec.transform, spec.data,
+                   getattr(spec, "stacked", False))
 
 
 def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Progress) -> None:
@@ -527,8 +568,11 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
 
     Tensors are written in plan order (gguf's write_tensor_data streams them in tensor-info order);
     reading ahead stops at a byte budget, so memory holds about the largest tensor plus a few layers.
+    A stacked tensor (a layer's experts) and a large matrix (an embedding) are written slice by slice
+    instead (_Sliced): memory then holds a few expert matrices or row blocks, never a layer's experts
+    (let alone twice) or a vocabulary-sized matrix.
     """
-    budget = max(max(math.prod(t.shape) * 4 for t in plan), 64 << 20)
+    budget = max(max(_largest_part(t) for t in plan), 64 << 20)
     pending: deque = deque()
     in_flight = 0
     done = 0
@@ -542,7 +586,16 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
         progress(done, len(plan), t.name)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gguf") as pool:
-        for t, x in _sources(ckpt, plan):
+        for t, x, sliced in _sources(ckpt, plan):
+            if sliced:
+                while pending:
+                    write_oldest()
+                # a stacked tensor keeps at most half of its experts in flight, whatever the thread count
+                depth = min(2 * threads, max(1, len(t.srcs) // 2)) if t.stacked else 2 * threads
+                writer.write_tensor_data(_Sliced(t, x, pool, depth))
+                done += 1
+                progress(done, len(plan), t.name)
+                continue
             nbytes = math.prod(t.shape) * 4
             while pending and (in_flight + nbytes > budget or len(pending) > 2 * threads):
                 write_oldest()
@@ -553,44 +606,109 @@ def _write_tensors(writer, ckpt, plan: list[_Tensor], threads: int, progress: Pr
             write_oldest()
 
 
-def _sources(ckpt, plan: list[_Tensor]):
-    """(plan entry, its source tensors) in plan order, one entry's tensors read at a time.
+def _largest_part(t: _Tensor) -> int:
+    """float32 bytes of what is converted at once: the tensor, or one slice of a sliced one."""
+    if t.stacked:
+        return math.prod(t.shape[1:]) * 4
+    return min(math.prod(t.shape) * 4, ROW_BLOCK_BYTES) if _row_streamable(t) else math.prod(t.shape) * 4
 
-    safetensors tensors are fetched one by one: each `get_tensor` maps the file and the mapping goes
-    with the tensor, whereas `iter_tensors` keeps one mapping open per file, so every page it touched
-    would stay in this process's resident set until the file is done. Pickled .bin files are loaded
-    whole by torch anyway; those are walked in file order, which is the plan's order, keeping aside
-    only tensors that an entry needs before its turn (several sources merged into one, e.g. experts).
+
+class _Sliced:
+    """A tensor as gguf's write_tensor_data sees an array (`nbytes`, `tofile`), made of slices of its first
+    axis (a stacked tensor's experts, or a matrix's row blocks): they are read one by one, converted on
+    the pool (at most `depth` at a time) and written in order, each slice's bytes being the next rows
+    of the tensor (quantization blocks run along the last axis, so a slice's blocks are exactly its
+    own). llama.cpp's converter instead stacks a layer's experts into one tensor beside its sources
+    (conversion/llama.py `_experts`, torch.stack)."""
+
+    def __init__(self, t: _Tensor, slices, pool, depth: int):
+        self.t, self.slices, self.pool, self.depth = t, slices, pool, max(1, depth)
+        self.nbytes = t.nbytes
+
+    def tofile(self, f) -> None:
+        part = _Tensor((), self.t.name, tuple(self.t.shape[1:]), self.t.qtype, 0, self.t.transform,
+                       c_quant=self.t.c_quant)
+        pending: deque = deque()
+        written = 0
+        for x in self.slices:
+            while len(pending) >= self.depth:
+                written += _write_array(f, pending.popleft().result())
+            pending.append(self.pool.submit(_convert, part, [x]))
+            del x
+        while pending:
+            written += _write_array(f, pending.popleft().result())
+        if written != self.nbytes:  # a bug, not bad input: the plan and the slices disagree
+            raise RuntimeError(f"{self.t.name}: wrote {written} bytes, planned {self.nbytes}")
+
+
+def _write_array(f, arr) -> int:
+    arr.tofile(f)
+    return arr.nbytes
+
+
+def _sources(ckpt, plan: list[_Tensor]):
+    """(plan entry, its source tensors, sliced) in plan order, one entry's tensors read at a time; for a
+    stacked entry and a large matrix (sliced), an iterator that reads its slices (experts, row blocks)
+    one at a time as the writer asks for them.
+
+    safetensors tensors are read with numpy into buffers of their own (safetensors_np.py): no torch, and
+    no mapping whose touched pages would stay in this process's resident set. Pickled .bin files are
+    loaded whole by torch anyway; those are walked in file order, which is the plan's order, keeping
+    aside only tensors that an entry needs before its turn (several sources merged into one, e.g. experts).
     """
     if not ckpt.pickle:
+        # numpy reads, no torch (safetensors_np.py); a dtype it does not return goes through torch
+        read = safetensors_np.Reader(ckpt.index)
+
+        def get(src: str):
+            return read(src) if read.readable(src) else ckpt.get_tensor(src)
+
+        # reads are deferred (thunks, see _read): the worker that converts a tensor reads it, so on N
+        # threads N tensors are read and quantized at once while this thread only writes
         for t in plan:
-            yield t, [ckpt.get_tensor(s) for s in t.srcs] if t.srcs else [t.data]
+            if t.stacked:
+                yield t, ((lambda s=s: get(s)) for s in t.srcs), True
+            elif _row_streamable(t) and read.readable(t.srcs[0]) and math.prod(t.shape) * 4 > ROW_BLOCK_BYTES:
+                step = max(1, ROW_BLOCK_BYTES // (t.shape[-1] * 4))
+                yield t, ((lambda r=r, src=t.srcs[0]: read.rows(src, r, r + step))
+                          for r in range(0, t.shape[0], step)), True
+            else:
+                yield t, [(lambda s=s: get(s)) for s in t.srcs] if t.srcs else [t.data], False
         return
     stream, waiting = ckpt.iter_tensors(), {}
+
+    def take(src: str):
+        while src not in waiting:
+            name, x = next(stream)
+            waiting[name] = x  # tensors the plan drops (rotary inv_freq) are overwritten or left
+        return waiting.pop(src)
+
     for t in plan:
         if not t.srcs:
-            yield t, [t.data]
-            continue
-        for src in t.srcs:
-            while src not in waiting:
-                name, x = next(stream)
-                waiting[name] = x  # tensors the plan drops (rotary inv_freq) are overwritten or left
-        yield t, [waiting.pop(src) for src in t.srcs]
+            yield t, [t.data], False
+        elif t.stacked:
+            yield t, (take(src) for src in t.srcs), True
+        else:
+            yield t, [take(src) for src in t.srcs], False
+
+
+def _row_streamable(t: _Tensor) -> bool:
+    """A matrix converted row block by row block: one source, no transform (rows stay independent)."""
+    return len(t.srcs) == 1 and t.transform is None and len(t.shape) == 2
 
 
 def _convert(t: _Tensor, xs: list):
     """torch tensors -> GGUF bytes (as a numpy array) for one plan entry."""
     import numpy as np
-    import torch
     from gguf.quants import quantize
 
-    # numpy has no bfloat16; float16/float32 go through without a copy
-    xs = [(x if x.dtype in (torch.float16, torch.float32) else x.float()).numpy() if isinstance(x, torch.Tensor)
-          else x for x in xs]
+    xs = [_numpy(_read(x)) for x in xs]
     x = t.transform(*xs) if t.transform else xs[0]
     if t.qtype.name in ("F32", "F16"):
         return quantize(x, t.qtype)  # a cast: no temporaries beyond its output
     rows = x.reshape(-1, x.shape[-1])
+    if t.c_quant:
+        return ggml_quant.quantize(rows, t.qtype)  # one pass in C, no temporaries
     step = max(1, CHUNK_ELEMENTS // rows.shape[1])
     out = None
     for r in range(0, rows.shape[0], step):
@@ -599,6 +717,25 @@ def _convert(t: _Tensor, xs: list):
             out = np.empty((rows.shape[0], q.shape[1]), dtype=q.dtype)
         out[r : r + step] = q
     return out
+
+
+def _read(x):
+    """A source tensor: read now if _sources deferred it (a thunk; numpy's fromfile releases Python's lock
+    while it reads, so workers read in parallel), else the tensor already in memory."""
+    return x() if callable(x) else x
+
+
+def _numpy(x):
+    """A source tensor as numpy: bfloat16 widened to float32 (exactly), torch tensors (pickled checkpoints,
+    dtypes the numpy reader does not return) converted; float16/float32 go through without a copy."""
+    x = safetensors_np.widen(x)
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return (x if x.dtype in (torch.float16, torch.float32) else x.float()).numpy()
+    if (x.dtype.kind == "f" and x.dtype.itemsize > 4) or x.dtype.kind in "iub":
+        return x.astype("float32")
+    return x
 
 
 def _add_metadata(w, arch, quant: str, meta: ArtifactMeta, n_params: int) -> None:
@@ -622,7 +759,6 @@ def _add_metadata(w, arch, quant: str, meta: ArtifactMeta, n_params: int) -> Non
         if meta.base_model_url:
             w.add_base_model_repo_url(0, meta.base_model_url)
     w.add_quantized_by(meta.quantized_by)
-    w.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
     arch.gguf_parameters(w)  # the model's hyperparameters, as its family writes them
     w.add_file_type(QUANTS[quant][1])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -733,6 +869,16 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     return out
 
 
+def run_routing(artifact_dir: Path, record: dict, token_ids: list[list[int]]):
+    """The experts llama.cpp runs per token and sparse layer, read from its graph (gguf_routing.py)."""
+    from llmbuild.targets import gguf_routing
+
+    need = max(len(t) for t in token_ids)
+    llm = _llama(Path(artifact_dir) / record["file"], _n_ctx(record, need, need + 8))
+    e = record["experts"]
+    return [gguf_routing.routing(llm._model.model, ids, e["count"], e["used"]) for ids in token_ids]
+
+
 def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
              threads: int = 2, timings: dict | None = None) -> list[int]:
     """Greedy decoding in llama.cpp with its KV cache: the prompt in one batch, then one token per step.
@@ -768,6 +914,7 @@ class Gguf(Backend):
     runtime = Runtime(RUNTIME_DIST, "llama_cpp", INSTALL_HINT)
     path_options = PATH_OPTIONS
     card_library = "gguf"
+    no_routing = None  # llama.cpp's graph names the experts it picks (gguf_routing.py)
     client = Client(RUNTIME_DIST, "llama_cpp", INSTALL_HINT, "the GGUF's vocab and tokenizer.chat_template")
 
     def check_options(self, options, key):
@@ -775,6 +922,9 @@ class Gguf(Backend):
 
     def check_model(self, options, arch, model_dir, key):
         check_model(options, arch, model_dir, key)
+
+    def check_family(self, options, cls, key):
+        check_family(options, cls, key)
 
     def precision(self, options):
         return precision(options)
@@ -802,6 +952,9 @@ class Gguf(Backend):
 
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)
+
+    def run_routing(self, artifact_dir, record, token_ids):
+        return run_routing(artifact_dir, record, token_ids)
 
     def open_client(self, artifact_dir, record, threads):
         from llmbuild.targets import gguf_client

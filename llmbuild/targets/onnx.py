@@ -47,13 +47,14 @@ logits between 16 and 32 to steps of 1/64.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import onnx_layout, onnx_quant, tokenizer_files
+from llmbuild.targets import onnx_layout, onnx_moe, onnx_quant, tokenizer_files
 from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress
 
@@ -76,6 +77,7 @@ PROTOBUF_LIMIT = 2 << 30  # bytes: protobuf cannot serialize a message larger th
 AUTO_EXTERNAL_ABOVE = 1.5e9  # bytes of weights: auto keeps a margin below the limit for the graph itself
 DATA_FILE = "model.onnx.data"
 CHUNK_ELEMENTS = 1 << 22  # elements converted at a time: 16 MB of float32 beside the source tensor
+ITEMSIZE = {1: 4, 10: 2, 2: 1}  # bytes per element of onnx.TensorProto FLOAT, FLOAT16, UINT8
 ALIGN = 64  # external tensor offsets: a runtime that maps the file can use each weight in place
 
 # Gates against the fp32 transformers model. fp32 differs only in summation order: the tiny test
@@ -134,6 +136,15 @@ def check_model(options, arch, key: str) -> None:
                                f"{nbytes / 1e9:.1f} GB, too close to protobuf's 2 GB limit; use auto or always")
 
 
+def check_family(options, cls, key: str) -> None:
+    """What the graph cannot do for a family's experts: int8 (onnxruntime's dynamic quantization acts on
+    MatMul nodes; an 8-bit QMoE on CPU did not reproduce its own dequantized weights here), so a
+    mixture of experts quantizes with int4 (QMoE) or stays fp32/fp16."""
+    if cls.mixture_of_experts and getattr(options, "quant", "none") == "int8":
+        raise InvalidInput(f"{key}.quant: int8 is not applied to the experts of a mixture of experts "
+                           f"({cls.hf_names[0]}); use quant int4 (onnxruntime's QMoE) or dtype fp32/fp16")
+
+
 def check(options, hf_config: dict, key: str) -> None:
     """Both kinds of checks, for a config.json (tests and tools that have no plan)."""
     from llmbuild.archs import for_config
@@ -171,19 +182,29 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
     elem = onnx.TensorProto.FLOAT if options.dtype == "fp32" else onnx.TensorProto.FLOAT16
     itemsize = 4 if options.dtype == "fp32" else 2
     tensors, weight_of = _plan(ckpt, arch)
-    n_params = sum(math.prod(shape) for _, shape in tensors)
+    # a mixture of experts' stacked expert initializers, streamed expert by expert (onnx_moe.py)
+    quant = getattr(options, "quant", "none")
+    experts = (onnx_moe.initializers(ckpt, arch, options.dtype, quant, options.block_size)
+               if arch.mixture_of_experts else [])
+    n_params = sum(math.prod(shape) for _, shape in tensors) + sum(e.params for e in experts)
     nbytes = n_params * itemsize
     external = options.external_data == "always" or (options.external_data == "auto" and nbytes > AUTO_EXTERNAL_ABOVE)
     if not external and nbytes > PROTOBUF_LIMIT - (64 << 20):
         raise InvalidInput(f"external_data: never, but the {options.dtype} weights are {nbytes / 1e9:.2f} GB, "
                            "over protobuf's 2 GB limit; use auto or always")
-    graph = _graph(arch, elem, weight_of)
+    graph = _graph(arch, elem, weight_of, quant, options.block_size, options.accuracy_level)
     inits = [onnx.TensorProto(name=name, dims=shape, data_type=elem) for name, shape in tensors]
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", options.opset)],
-                                   producer_name="llmbuild", producer_version=_version())
-    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    inits += [onnx.TensorProto(name=e.name, dims=e.dims, data_type=e.data_type) for e in experts]
+    opsets = [onnx.helper.make_opsetid("", options.opset)]
+    if experts:
+        opsets.append(onnx.helper.make_opsetid(onnx_moe.MS_DOMAIN, 1))
+    model = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="llmbuild", producer_version=_version())
+    # the contrib domain has no IR-version table in onnx: the standard opset decides
+    model.ir_version = onnx.helper.find_min_ir_version_for([o for o in model.opset_import if o.domain == ""])
     onnx.helper.set_model_props(model, _metadata(meta, options.dtype))
     stream = _tensor_chunks(ckpt, [name for name, _ in tensors], options.dtype, progress)
+    if experts:
+        stream = itertools.chain(stream, ((e.name, e.chunks()) for e in experts))
     if external:
         _write_external(out_dir, model, inits, stream)
     else:
@@ -207,6 +228,9 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         "bits_per_weight": 8 * nbytes / n_params,
         "num_parameters": n_params,
         "bytes": sum((out_dir / f).stat().st_size for f in model_files),
+        **({"experts": {"count": arch.expert_count, "used": arch.experts_per_token,
+                        "weights": "int4 QMoE" if quant == "int4" else f"{options.dtype} MoE"},
+            "keep_float": onnx_moe.keep_float(arch)} if experts else {}),
     })
     # the clients' layout: onnx/model{suffix}.onnx, genai_config.json, a tokenizer_config.json 4.x loads
     return onnx_layout.apply(out_dir, record, ckpt.config, arch, arch.context)
@@ -239,26 +263,57 @@ def _plan(ckpt, arch) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
             raise InvalidInput(f"{ckpt.dir}: tensor {n!r} is {dtype}; the onnx backend reads float32, float16 "
                                "and bfloat16 checkpoints")
     weight_of = {n: n for n in used} | {head: embed if tied else head}
-    return [(n, shape) for n, (shape, _) in found.items() if n in used], weight_of
+    stacked = arch.expert_sources()  # written by onnx_moe as stacked initializers
+    return [(n, shape) for n, (shape, _) in found.items() if n in used and n not in stacked], weight_of
 
 
 def _tensor_chunks(ckpt, names: list[str], dtype: str, progress: Progress):
     """Yield (name, chunks) per tensor: its bytes in the target precision as little-endian numpy slices,
-    converted one slice at a time, so memory holds one source tensor plus one converted slice."""
+    converted one slice at a time. safetensors tensors are read slice by slice too (safetensors_np, the
+    GGUF writer's numpy reader), so memory holds one slice whatever the tensor's size: an embedding of a
+    large vocabulary is not held whole. Pickled .bin files are loaded whole by torch anyway."""
     import numpy as np
 
     want = np.float32 if dtype == "fp32" else np.float16
-    wanted = set(names)
-    # pickled .bin files are loaded whole by torch anyway, so they are walked in file order; each
-    # safetensors tensor is opened on its own (see Checkpoint.iter_tensors)
-    source = ckpt.iter_tensors() if ckpt.pickle else ((n, ckpt.get_tensor(n)) for n in names)
     done = 0
-    for name, x in source:
+    if not ckpt.pickle:
+        from llmbuild.targets import safetensors_np
+
+        read = safetensors_np.Reader(ckpt.index)
+        for name in names:
+            if read.readable(name):
+                yield name, _read_converted(ckpt, read, name, want)
+            else:  # a dtype the numpy reader does not return: torch, whole
+                yield name, _converted(ckpt, name, ckpt.get_tensor(name).contiguous().view(-1), want)
+            done += 1
+            progress(done, len(names), name)
+        return
+    wanted = set(names)
+    # pickled .bin files are walked in file order (see Checkpoint.iter_tensors)
+    for name, x in ckpt.iter_tensors():
         if name in wanted:
             yield name, _converted(ckpt, name, x.contiguous().view(-1), want)
             done += 1
             progress(done, len(names), name)
         del x  # before the next tensor is read
+
+
+def _read_converted(ckpt, read, name: str, want):
+    """A safetensors tensor as numpy slices of `want`, read CHUNK_ELEMENTS at a time (whole rows; the
+    rows of a matrix in order are its row-major bytes)."""
+    import numpy as np
+
+    from llmbuild.targets import safetensors_np
+
+    shape = read.shape(name)
+    per_row = math.prod(shape[1:]) if len(shape) > 1 else 1
+    step = max(1, CHUNK_ELEMENTS // max(per_row, 1)) if len(shape) > 1 else None
+    for r in range(0, shape[0], step) if step else [0]:
+        src = safetensors_np.widen(read.rows(name, r, r + step) if step else read(name)).reshape(-1)
+        arr = src.astype(want, copy=False)
+        if arr is not src and want == np.float16 and not np.isfinite(arr).all():
+            raise InvalidInput(f"{ckpt.dir}: tensor {name!r} has values beyond float16's range; use dtype fp32")
+        yield arr.astype(arr.dtype.newbyteorder("<"), copy=False)
 
 
 def _converted(ckpt, name: str, flat, want):
@@ -309,7 +364,7 @@ def _write_embedded(path: Path, model, inits, stream) -> None:
 
     heads, data_len = {}, 0
     for t in inits:
-        n = math.prod(t.dims) * (4 if t.data_type == onnx.TensorProto.FLOAT else 2)
+        n = math.prod(t.dims) * ITEMSIZE[t.data_type]
         meta = t.SerializeToString() + field_head(onnx.TensorProto, "raw_data", n)
         heads[t.name] = field_head(onnx.GraphProto, "initializer", len(meta) + n) + meta
         data_len += n
@@ -334,7 +389,8 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _graph(arch, elem: int, weight_of: dict[str, str]):
+def _graph(arch, elem: int, weight_of: dict[str, str], quant: str = "none", block_size: int = 32,
+           accuracy_level: int = 4):
     """The decoder as an ONNX GraphProto whose weight initializers are added by the writer."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -408,6 +464,7 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
 
     attn_2d = const("attn_2d_shape", np.array([-1, arch.heads * hd], np.int64))
     attn_attrs = _attention_attrs(arch)
+    routing: list[str] = []
     for i in range(arch.layers):
         L = arch.layer(i)
         p = f"model.layers.{i}"
@@ -429,6 +486,11 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
             y = rms_norm(y, L.post_attn_norm)
         h = op("Add", [h, y], f"{p}.attn_residual")
         x = rms_norm(h, L.ffn_norm)
+        if L.moe is not None:  # a mixture of experts in place of the MLP (onnx_moe.py)
+            y, route = onnx_moe.block(op, const, linear, x, L, arch, elem, quant, block_size, accuracy_level, shape3)
+            routing.append(route)
+            h = op("Add", [h, y], f"{p}.mlp_residual")
+            continue
         gate, up = _gate_up(x, L, linear, op)
         mlp = linear(op("Mul", [_activation(arch, gate, f"{p}.mlp", op), up], f"{p}.mlp.gated"), L.down)
         if L.post_ffn_norm:
@@ -454,6 +516,9 @@ def _graph(arch, elem: int, weight_of: dict[str, str]):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, kv_shape))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", elem, present_shape))
+    for name in routing:
+        top_k = arch.experts_per_token
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.INT64, ["batch_size", "sequence_length", top_k]))
     return helper.make_graph(nodes, "llmbuild-decoder", inputs, outputs, initializer=consts)
 
 
@@ -577,6 +642,25 @@ def _session(path: Path, provider: str):
     return _SESSIONS[key]
 
 
+def run_routing(artifact_dir: Path, record: dict, token_ids: list[list[int]]):
+    """The experts the graph runs per token and sparse layer: its `routing.N` outputs, [layers, seq, k]."""
+    import numpy as np
+
+    sess = _session(Path(artifact_dir) / record.get("file", "model.onnx"), record.get("execution_provider", "cpu"))
+    pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    kv_type = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
+    names = sorted((o.name for o in sess.get_outputs() if o.name.startswith("routing.")),
+                   key=lambda n: int(n.split(".")[1]))
+    out = []
+    for ids in token_ids:
+        feed = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
+                "position_ids": np.arange(len(ids), dtype=np.int64)[None],
+                **{i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), kv_type) for i in pasts}}
+        res = sess.run(names, feed)
+        out.append(np.sort(np.stack([r[0] for r in res]), axis=-1).astype(np.int32))
+    return out
+
+
 def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], split: int | None = None):
     """onnxruntime's logits [seq, vocab] (float32) for each probe, every position, batch 1.
 
@@ -615,6 +699,7 @@ class Onnx(Backend):
     tools = TOOLS
     runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
     card_library = "onnx"
+    no_routing = None  # the graph outputs the experts its routers pick (onnx_moe.py)
     client = Client("onnxruntime-genai", "onnxruntime_genai", "pip install 'llmbuild[clients]' (onnxruntime-genai)",
                     "the folder's tokenizer files and chat template (genai_config.json)")
 
@@ -625,6 +710,12 @@ class Onnx(Backend):
         check_model(options, arch, key)
         if model_dir is not None:
             tokenizer_files.check(model_dir, key)  # the folder ships the tokenizer its clients load
+
+    def check_family(self, options, cls, key):
+        check_family(options, cls, key)
+
+    def run_routing(self, artifact_dir, record, token_ids):
+        return run_routing(artifact_dir, record, token_ids)
 
     def precision(self, options):
         return precision(options)

@@ -59,7 +59,7 @@ def apply(out_dir: Path, options, record: dict) -> dict:
     path = out_dir / "model.onnx"
     external = bool(record.get("external_data"))
     info = quantize(path, path, quant, getattr(options, "block_size", 32), getattr(options, "accuracy_level", 4),
-                    external)
+                    external, keep_float=record.get("keep_float", ()))
     data = out_dir / "model.onnx.data"
     files = [f for f in record["files"] if f != "model.onnx.data"]
     if data.exists():
@@ -70,8 +70,9 @@ def apply(out_dir: Path, options, record: dict) -> dict:
 
 
 def quantize(src: Path, dst: Path, quant: str, block_size: int = 32, accuracy_level: int = 4,
-             external: bool = False) -> dict:
-    """Rewrite Gemm as MatMul and quantize `src` to `dst` (which may be the same file)."""
+             external: bool = False, keep_float=()) -> dict:
+    """Rewrite Gemm as MatMul and quantize `src` to `dst` (which may be the same file). `keep_float`: Gemm
+    nodes left unquantized (a mixture of experts' routers: see onnx_moe.py)."""
     import logging
 
     import onnx
@@ -98,12 +99,14 @@ def quantize(src: Path, dst: Path, quant: str, block_size: int = 32, accuracy_le
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         q = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True,
-                                 accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",))
+                                 accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",),
+                                 nodes_to_exclude=[f"{n}.MatMul" for n in keep_float])
         q.process()
         data.unlink(missing_ok=True)
         q.model.save_model_to_file(str(dst), use_external_data_format=external)
         info = {"method": "onnxruntime MatMulNBitsQuantizer", "weights": "int4 symmetric", "block_size": block_size,
-                "accuracy_level": accuracy_level, "ops": ["MatMul"]}
+                "accuracy_level": accuracy_level, "ops": ["MatMul"],
+                **({"kept_float": len(keep_float)} if keep_float else {})}
     if external and Path(dst).with_name(Path(dst).name + ".data").exists():
         # onnxruntime's writer names the data file after the model; the target's name is model.onnx.data
         Path(dst).with_name(Path(dst).name + ".data").replace(data)

@@ -199,7 +199,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress 
     out_dir = Path(out_dir)
     progress(0, 3, "exporting the ONNX graph")
     batch, seq = resolved(options.profiles, "batch", ckpt.config), resolved(options.profiles, "seq", ckpt.config)
-    graph = export_onnx(ckpt.dir, options, batch, seq, out_dir, meta)
+    graph = export_onnx(ckpt.dir, options, batch, seq, out_dir, meta, ckpt.arch.hf_model_kwargs)
     plan = build_plan(options, batch, seq, graph)
     (out_dir / "build_plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     (out_dir / "BUILD_ENGINE.md").write_text(_build_doc(meta, options, plan))
@@ -221,15 +221,18 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress 
     return rec
 
 
-def export_onnx(model_dir: Path, options, pb: Range, ps: Range, out_dir: Path, meta: ArtifactMeta) -> dict:
+def export_onnx(model_dir: Path, options, pb: Range, ps: Range, out_dir: Path, meta: ArtifactMeta,
+                model_kwargs: dict | None = None) -> dict:
     """torch.onnx.export (dynamo) of the causal LM in the target precision, batch and seq dynamic
-    within the profiles' ranges. The example batch is 2: torch.export specializes dims of size 0/1."""
+    within the profiles' ranges. The example batch is 2: torch.export specializes dims of size 0/1.
+    `model_kwargs`: the family's from_pretrained options for tracing (a mixture of experts runs its
+    experts as batched matmuls, which trace, instead of a loop over the experts hit, which does not)."""
     import onnx
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, PRECISIONS[options.precision])
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, **(model_kwargs or {})).eval()
 
     class Logits(torch.nn.Module):
         def __init__(self, m):
@@ -506,6 +509,8 @@ class Tensorrt(Backend):
     tools = TOOLS
     runtime = Runtime(RUNTIME_DIST, "onnxruntime", "pip install onnxruntime")
     no_generation = NO_GENERATION
+    # the prepared graph is the logits graph TensorRT profiles describe: its routers stay inside it
+    no_routing = "the prepared graph outputs the logits only; its routers are internal to it"
 
     def check_options(self, options, key):
         check_options(options, key)

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmbuild.errors import InvalidInput
-from llmbuild.targets import modelopt_loader
+from llmbuild.targets import modelopt_loader, trtllm_moe
 from llmbuild.targets.base import Backend, Client, Runtime
 from llmbuild.targets.common import ArtifactMeta, Gates, Progress, no_progress
 
@@ -99,13 +99,14 @@ class _Layout:
     groups: tuple
     pattern: object
     norm_offset: float = 0.0  # the norms compute x * (offset + w) (Gemma: 1)
+    arch: object = None  # the architecture: a mixture of experts names its expert linears (expert_of)
 
     def __iter__(self):
         return iter(self.groups)
 
 
 def _layout(arch) -> _Layout:
-    return _Layout(arch.linear_groups(), arch.LAYER_WEIGHT, arch.norm_offset)
+    return _Layout(arch.linear_groups(), arch.LAYER_WEIGHT, arch.norm_offset, arch)
 
 
 # Gates per precision, logits computed in float32 from the checkpoint's values. bf16/fp16 match the
@@ -236,6 +237,8 @@ def check_model(options, arch, key: str) -> None:
     if options.quant == "none":
         return
     shapes = arch.linear_shapes()
+    if arch.mixture_of_experts:
+        shapes = {**shapes, **{f"experts.N.{k}": v for k, v in arch.expert_shapes().items()}}
     if options.quant == "fp8":
         for name, (out, inp) in shapes.items():
             # FP8 GEMMs (cuBLASLt via torch._scaled_mm, CUTLASS in vLLM/TRT-LLM) need both dims % 16 == 0
@@ -250,6 +253,13 @@ def check_model(options, arch, key: str) -> None:
                                    f"{g} (ModelOpt packs whole groups only)")
             if out % 2:
                 raise InvalidInput(f"{key}.quant: int4_awq packs two output rows per byte; {name} has {out} rows")
+
+
+def check_family(options, cls, key: str) -> None:
+    """INT4-AWQ is not applied to experts (see trtllm_moe.py): bf16/fp16 and FP8 are."""
+    if cls.mixture_of_experts and options.quant == "int4_awq":
+        raise InvalidInput(f"{key}.quant: int4_awq is not applied to the experts of a mixture of experts "
+                           f"({cls.hf_names[0]}); use quant fp8 or none")
 
 
 def check(options, hf_config: dict, key: str) -> None:
@@ -390,6 +400,9 @@ def _linear_of(name: str, layout) -> tuple[int, str, int, object] | None:
     for g in layout:
         if m.group(2) in g.linears:
             return int(m.group(1)), m.group(2), g.linears.index(m.group(2)), g
+    hit = layout.arch.expert_of(name) if layout.arch is not None and layout.arch.mixture_of_experts else None
+    if hit:  # an expert's gate, up or down (trtllm_moe.py)
+        return hit[0], m.group(2), hit[2], trtllm_moe.EXPERT_GROUP
     return None
 
 
@@ -488,9 +501,13 @@ class _Converter:
                 off = self.layout.norm_offset
                 x = (x.float() + off) / self.stats[layer][g.linears[0]]["scale"] - off
             return {src: x.to(self.dtype).contiguous()}
-        layer, name, _, group = lin
+        layer, name, proj, group = lin
         w = x.float()
         mod = src[: -len(".weight")]
+        if group == trtllm_moe.EXPERT_GROUP:
+            made = trtllm_moe.convert(self.algo, proj, self.layout.arch.expert_of(src)[1], w,
+                                      self.stats[layer].get("experts", {}))
+            return {(f"{mod}.{k}" if k else src): v for k, v in made.items()}
         st = self.stats[layer].get(name, {})
         if self.algo == "W4A16_AWQ":
             s = st["scale"]
@@ -696,9 +713,22 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
     stats: dict = {}
     for i in range(n_layers):
         layer = inner.layers[i].to_empty(device="cpu")
-        layer.load_state_dict({k: source(f"model.layers.{i}.{k}").float() for k in layer.state_dict()})
+        arch = ckpt.arch
+        if arch.mixture_of_experts:  # fused experts in transformers 5: built from the per-expert tensors
+            state = {k: v.float() for k, v in arch.hf_layer_state(i, source, ckpt.index).items()}
+            layer.load_state_dict(state)
+            del state
+        else:
+            # tensor by tensor into the layer's own float32 storage (copy_ casts): a float32 state dict
+            # beside the layer would hold the layer twice, the largest part of this export's peak
+            with torch.no_grad():
+                for k, t in layer.state_dict(keep_vars=True).items():
+                    t.copy_(source(f"model.layers.{i}.{k}"))
         captured: dict[str, object] = {}
         hooks = []
+        if arch.mixture_of_experts:  # the experts' input and the router's choice, for trtllm_moe.expert_stats
+            hooks.append(layer.get_submodule(arch.EXPERTS_MODULE).register_forward_pre_hook(
+                lambda m, a, store=captured: store.__setitem__("experts", (a[0].detach(), a[1].detach()))))
         for g in layout:
             # linears of a group read the same tensor: capture it once, at the first
             mod = layer.get_submodule(g.linears[0])
@@ -710,6 +740,8 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
         for h in hooks:
             h.remove()
         stats[i] = {}
+        if "experts" in captured:
+            stats[i]["experts"] = trtllm_moe.expert_stats(layer, arch, i, *captured.pop("experts"))
         for g in layout:
             x = captured[g.linears[0]]
             if options.quant == "fp8":
@@ -1021,44 +1053,46 @@ def check_schema(out_dir: Path) -> list[str]:
     g = q.get("group_size")
     quantized = set()
     for i in range(cfg["num_hidden_layers"]):
-        for grp in layout:
-            for lin in grp.linears:
-                mod = f"model.layers.{i}.{lin}"
-                if _excluded(mod, excl):
+        # the groups' linears, and a mixture of experts' expert linears
+        experts = [n[len(f"model.layers.{i}."):] for e in arch.layer(i).moe.experts
+                   for n in e] if arch.mixture_of_experts else []
+        for lin in [lin for grp in layout for lin in grp.linears] + experts:
+            mod = f"model.layers.{i}.{lin}"
+            if _excluded(mod, excl):
+                continue
+            quantized.add(mod)
+            w, ws = tensors.get(f"{mod}.weight"), tensors.get(f"{mod}.weight_scale")
+            isc, pqs = tensors.get(f"{mod}.input_scale"), tensors.get(f"{mod}.pre_quant_scale")
+            if w is None or ws is None:
+                problems.append(f"{mod}: weight or weight_scale missing")
+                continue
+            out = ws["shape"][0] if ws["shape"] else None
+            if algo in ("FP8", "FP8_PER_CHANNEL_PER_TOKEN"):
+                if w["dtype"] != "F8_E4M3" or ws["dtype"] != "F32":
+                    problems.append(f"{mod}: weight {w['dtype']}/weight_scale {ws['dtype']}, want F8_E4M3/F32")
+                if algo == "FP8" and (ws["shape"] != [] or isc is None or isc["dtype"] != "F32" or isc["shape"] != []):
+                    problems.append(f"{mod}: FP8 wants a 0-d F32 weight_scale and input_scale")
+                if algo == "FP8_PER_CHANNEL_PER_TOKEN" and (ws["shape"] != [w["shape"][0]] or isc is not None):
+                    problems.append(f"{mod}: FP8_PER_CHANNEL_PER_TOKEN wants weight_scale [out] and no input_scale")
+                if pqs is not None:
+                    problems.append(f"{mod}: pre_quant_scale in an FP8 checkpoint")
+            elif algo == "W4A16_AWQ":
+                if w["dtype"] != "U8" or ws["dtype"] != "F32" or out is None:
+                    problems.append(f"{mod}: weight {w['dtype']}/weight_scale {ws['dtype']}, want U8/F32")
                     continue
-                quantized.add(mod)
-                w, ws = tensors.get(f"{mod}.weight"), tensors.get(f"{mod}.weight_scale")
-                isc, pqs = tensors.get(f"{mod}.input_scale"), tensors.get(f"{mod}.pre_quant_scale")
-                if w is None or ws is None:
-                    problems.append(f"{mod}: weight or weight_scale missing")
-                    continue
-                out = ws["shape"][0] if ws["shape"] else None
-                if algo in ("FP8", "FP8_PER_CHANNEL_PER_TOKEN"):
-                    if w["dtype"] != "F8_E4M3" or ws["dtype"] != "F32":
-                        problems.append(f"{mod}: weight {w['dtype']}/weight_scale {ws['dtype']}, want F8_E4M3/F32")
-                    if algo == "FP8" and (ws["shape"] != [] or isc is None or isc["dtype"] != "F32" or isc["shape"] != []):
-                        problems.append(f"{mod}: FP8 wants a 0-d F32 weight_scale and input_scale")
-                    if algo == "FP8_PER_CHANNEL_PER_TOKEN" and (ws["shape"] != [w["shape"][0]] or isc is not None):
-                        problems.append(f"{mod}: FP8_PER_CHANNEL_PER_TOKEN wants weight_scale [out] and no input_scale")
-                    if pqs is not None:
-                        problems.append(f"{mod}: pre_quant_scale in an FP8 checkpoint")
-                elif algo == "W4A16_AWQ":
-                    if w["dtype"] != "U8" or ws["dtype"] != "F32" or out is None:
-                        problems.append(f"{mod}: weight {w['dtype']}/weight_scale {ws['dtype']}, want U8/F32")
-                        continue
-                    if w["shape"] != [out // 2, ws["shape"][1] * g] or out % 2:
-                        problems.append(f"{mod}: packed weight {w['shape']} does not fit weight_scale {ws['shape']} "
-                                        f"with group_size {g}")
-                    if lin in fused and pqs is not None:
-                        # TensorRT-LLM fuses these and never reads their pre_quant_scale: it must be in the norm
-                        problems.append(f"{mod}: pre_quant_scale on a fused linear (TensorRT-LLM would ignore it)")
-                    if lin not in fused and (pqs is None or pqs["dtype"] != dt or pqs["shape"] != [w["shape"][1]]):
-                        problems.append(f"{mod}: W4A16_AWQ wants pre_quant_scale [{w['shape'][1]}] in {dt}")
-                    if isc is not None:
-                        problems.append(f"{mod}: input_scale in a weight-only checkpoint")
-                else:
-                    problems.append(f"quant_algo {algo!r} is not one this backend writes")
-                    return problems
+                if w["shape"] != [out // 2, ws["shape"][1] * g] or out % 2:
+                    problems.append(f"{mod}: packed weight {w['shape']} does not fit weight_scale {ws['shape']} "
+                                    f"with group_size {g}")
+                if lin in fused and pqs is not None:
+                    # TensorRT-LLM fuses these and never reads their pre_quant_scale: it must be in the norm
+                    problems.append(f"{mod}: pre_quant_scale on a fused linear (TensorRT-LLM would ignore it)")
+                if lin not in fused and (pqs is None or pqs["dtype"] != dt or pqs["shape"] != [w["shape"][1]]):
+                    problems.append(f"{mod}: W4A16_AWQ wants pre_quant_scale [{w['shape'][1]}] in {dt}")
+                if isc is not None:
+                    problems.append(f"{mod}: input_scale in a weight-only checkpoint")
+            else:
+                problems.append(f"quant_algo {algo!r} is not one this backend writes")
+                return problems
     for name, t in tensors.items():
         mod = name.rsplit(".", 1)[0]
         if mod in quantized:
@@ -1107,6 +1141,20 @@ def run_logits(artifact_dir: Path, record: dict, token_ids: list[list[int]], spl
     return out
 
 
+def run_routing(artifact_dir: Path, record: dict, token_ids: list[list[int]]):
+    """The experts the verifying loader's model runs per token: its routers' top-k (the router is never
+    quantized; its input is what the quantized layers before it compute)."""
+    import torch
+
+    from llmbuild.stages.reference import routing_of
+
+    model = _load(Path(artifact_dir), record)
+    top_k = model.config.num_experts_per_tok
+    with torch.inference_mode():
+        return [routing_of(model(torch.tensor([ids]), output_router_logits=True).router_logits, top_k)
+                for ids in token_ids]
+
+
 def generate(artifact_dir: Path, record: dict, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None,
              threads: int = 2, timings: dict | None = None) -> list[int]:
     """Greedy decoding through the verifying loader's model and transformers' KV cache, so golden sets
@@ -1150,6 +1198,8 @@ def _load_model(d: Path, record: dict):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from llmbuild.archs import for_config
+
     algo = record.get("quant_algo")
     if algo is None:
         return AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
@@ -1164,6 +1214,18 @@ def _load_model(d: Path, record: dict):
     state = {n: t.float() for n, t in tensors.items()
              if not n.endswith((".weight_scale", ".input_scale", ".pre_quant_scale")) and n not in quantized}
     state.update({f"{mod}.weight": _decode(q, tensors, mod) for mod in linears})
+    arch = for_config(json.loads((d / "config.json").read_text()), str(d / "config.json"))
+    if arch.mixture_of_experts:
+        # per-expert tensors into transformers' fused experts: its own loader converts the keys
+        model = trtllm_moe.load_model(d, cfg, state)
+        experts = {f"{m}.weight" for m in linears} & arch.expert_sources()
+        dense = [m for m in linears if f"{m}.weight" not in experts]
+        if record.get("loader", {}).get("third_party", False):
+            modelopt_loader.restore(model, q, tensors, dense)
+            trtllm_moe.restore(model, q, tensors, arch)
+        else:
+            _hook_activations(model, q["quant_algo"], tensors, dense)
+        return model
     result = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
     if set(result.missing_keys) - tied or result.unexpected_keys:
@@ -1244,6 +1306,7 @@ class Trtllm(Backend):
     runtime = Runtime(RUNTIME_DIST, "transformers", "pip install transformers torch")
     path_options = ("calibration_text",)
     no_speed = SPEED_SKIPPED
+    no_routing = None  # the verifying loader's model returns its router logits
     # vLLM, SGLang and TensorRT-LLM tokenize with transformers from the folder's files
     client = Client("transformers", "transformers", "pip install transformers", "the folder's tokenizer files")
 
@@ -1256,6 +1319,9 @@ class Trtllm(Backend):
             from llmbuild.targets import tokenizer_files
 
             tokenizer_files.check(model_dir, key)  # the checkpoint ships the tokenizer serving loads
+
+    def check_family(self, options, cls, key):
+        check_family(options, cls, key)
 
     def precision(self, options):
         return precision(options)
@@ -1279,6 +1345,9 @@ class Trtllm(Backend):
 
     def run_logits(self, artifact_dir, record, token_ids, split=None):
         return run_logits(artifact_dir, record, token_ids, split)
+
+    def run_routing(self, artifact_dir, record, token_ids):
+        return run_routing(artifact_dir, record, token_ids)
 
     def generate(self, *args, **kwargs):
         return generate(*args, **kwargs)

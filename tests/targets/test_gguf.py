@@ -120,10 +120,14 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     assert kv["tokenizer.ggml.tokens"][:3] == ["<unk>", "<s>", "</s>"]
     # unknown, control, control, byte; in a byte-level vocab <unk> is an added token like the others
     assert kv["tokenizer.ggml.token_type"][:4] == ([3, 3, 3, 1] if byte_level else [2, 3, 3, 6])
-    # every checkpoint tensor is in the file, under llama.cpp's name, with llama.cpp's type choice
+    # every checkpoint tensor is in the file, under llama.cpp's name, with llama.cpp's type choice; a
+    # mixture of experts' expert matrices as three stacked tensors per layer
     computed = bound.rope.kind.gguf_tensors(bound.rope)  # rope tensors made from the config
-    assert len(types) == len(open_checkpoint(tiny_models[arch]).tensor_names) + len(computed) == rec["tensors"]
-    assert "blk.1.ffn_down.weight" in types and "output_norm.weight" in types
+    stacked = len(bound.expert_sources())
+    n_src = len(open_checkpoint(tiny_models[arch]).tensor_names)
+    assert len(types) == n_src - stacked + (3 * bound.layers if stacked else 0) + len(computed) == rec["tensors"]
+    assert ("blk.1.ffn_down_exps.weight" if stacked else "blk.1.ffn_down.weight") in types
+    assert "output_norm.weight" in types
     assert ("blk.0.attn_q.bias" in types) == family.qkv_bias
     assert ("blk.0.attn_q_norm.weight" in types) == ("blk.1.attn_k_norm.weight" in types) == family.qk_norm
     tied = bound.tied
@@ -131,8 +135,8 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     base = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[quant]
     out_matrix = "token_embd.weight" if tied else "output.weight"
     for name, t in types.items():
-        if name.endswith(("_norm.weight", ".bias")):
-            assert t == "F32", name
+        if name.endswith(("_norm.weight", ".bias", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")):
+            assert t == "F32", name  # norms, biases and expert routers (both llama.cpp tools)
         elif name == out_matrix and quant == "q4_0":
             assert t == "Q8_0", name
         else:
@@ -147,13 +151,23 @@ def test_llamacpp_logits_match_transformers(exports, reference, arch, quant):
     pytest.importorskip("llama_cpp")
     out, rec = exports(arch, quant)
     probes, ref = reference[arch]
-    full = compare(ref, G.run_logits(out, rec, probes))
+    logits = G.run_logits(out, rec, probes)
+    full = compare(ref, logits)
     kv = compare(ref, [G.run_logits(out, rec, [p], split=len(p) // 2)[0] for p in probes])
     gates = G.default_gates(G.Options(quant=quant))
     for m in (full, kv):
-        assert m["top1"] >= gates["min_top1"], m
         assert m["kld_mean"] <= gates["max_kld"], m
         assert m["max_abs_diff"] <= gates["max_abs_diff"], m
+    if G.BACKEND.quantized(G.Options(quant=quant)):
+        assert full["top1"] >= gates["min_top1"] and kv["top1"] >= gates["min_top1"], (full, kv)
+    else:
+        # a conversion agrees wherever top-1 is decided: positions whose source top-2 gap is wider than
+        # twice the largest logit error cannot flip; the others are near-ties of random weights (the
+        # tiny Qwen2-MoE has 3 of 96 at f16)
+        r, a = np.concatenate(ref), np.concatenate(logits)
+        top2 = np.sort(r, axis=-1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] > 2 * full["max_abs_diff"]
+        assert decided.mean() > 0.9 and (r.argmax(-1) == a.argmax(-1))[decided].all(), full
     if quant == "f32":
         # measured 1.5e-4 .. 1.8e-4 on logits below 1 (llama.cpp's converter: 0.033 at q8_0 on the 19M
         # model); Gemma's and Phi-3's tiny models have logits up to ~10: 2e-3 .. 4e-3 there, the same
