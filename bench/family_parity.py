@@ -35,7 +35,7 @@ def model_dir(name: str) -> Path:
     from llmbuild.synth import create_model
 
     variants = {v: spec for a in archs.names() for v, spec in archs.arch_class(a).variants.items()}
-    arch, over = variants[name] if name in variants else (name, {})
+    arch, over = variants.get(name, (name, {}))
     cls = archs.arch_class(arch)
     d = REPO / "bench" / ".work" / "families" / name
     shutil.rmtree(d, ignore_errors=True)

@@ -94,7 +94,7 @@ def main() -> None:
                 runs.setdefault((t.id, name), []).append(m)
                 shutil.rmtree(out, ignore_errors=True)  # the 1b outputs are GBs each
     rows = []
-    print(f"\n| target | model | params | wall s | peak RSS MB | output MB |\n|---|---|---|---|---|---|")
+    print("\n| target | model | params | wall s | peak RSS MB | output MB |\n|---|---|---|---|---|---|")
     for t in tools:
         for name in MODELS:
             ms = runs[(t.id, name)]

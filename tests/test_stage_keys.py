@@ -81,7 +81,7 @@ def test_every_declared_input_enters_the_key(tmp_path):
         assert found, st.name
         for path, value in found:
             if isinstance(value, Ref):
-                changed = stage_key(st, lambda r: upstream(r) + ("'" if r == value else ""), sha256_file)
+                changed = stage_key(st, lambda r, value=value: upstream(r) + ("'" if r == value else ""), sha256_file)
             elif isinstance(value, File):
                 changed = stage_key(dataclasses.replace(st, inputs=replaced(st.inputs, path, File(other))),
                                     upstream, sha256_file)

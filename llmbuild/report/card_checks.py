@@ -51,7 +51,8 @@ def problems(text: str) -> list[str]:
     elif lic != "other":
         from llmbuild.licenses import kb as kb_mod
 
-        hub_ids = {r.get("hf_license") for r in (kb_mod.load().get(k) for k in kb_mod.load().keys())}
+        kb = kb_mod.load()
+        hub_ids = {kb.get(k).get("hf_license") for k in kb.keys(include_data=True)}
         if lic not in hub_ids:
             out.append(f"license: {lic!r} is not a Hub license id")
     if not data.get("library_name"):

@@ -395,7 +395,7 @@ def _client_section(build, rows) -> list[str]:
         t = c.get("tokenization") or {}
         g, gi = c.get("golden") or {}, ev.get("golden") or {}
 
-        def pair(k):
+        def pair(k, g=g, gi=gi):
             if k not in g:
                 return "-"
             return f"{g[k]:.3f} / {gi[k]:.3f}" if isinstance(gi.get(k), (int, float)) else f"{g[k]:.3f}"

@@ -670,7 +670,8 @@ def _sources(ckpt, plan: list[_Tensor]):
                 yield t, ((lambda s=s: get(s)) for s in t.srcs), True
             elif _row_streamable(t) and read.readable(t.srcs[0]) and math.prod(t.shape) * 4 > ROW_BLOCK_BYTES:
                 step = max(1, ROW_BLOCK_BYTES // (t.shape[-1] * 4))
-                yield t, ((lambda r=r, src=t.srcs[0]: read.rows(src, r, r + step))
+                # every name bound now: the workers call these after this loop has moved to later tensors
+                yield t, ((lambda r=r, src=t.srcs[0], step=step: read.rows(src, r, r + step))
                           for r in range(0, t.shape[0], step)), True
             else:
                 yield t, [(lambda s=s: get(s)) for s in t.srcs] if t.srcs else [t.data], False

@@ -36,7 +36,7 @@ class FakeHub:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 hub.requests.append(("POST", self.path, dict(self.headers)))
                 if self.path == "/api/validate-yaml":  # the card's metadata, checked offline as the Hub would
@@ -70,7 +70,7 @@ class FakeHub:
                 return self._send(200, {"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid,
                                         "success": True})
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 hub.requests.append(("GET", self.path, dict(self.headers)))
                 return self._send(404, {"error": "not served by the stand-in"})
 

@@ -100,7 +100,7 @@ def test_client_stage_measures_each_client(build):
     llm.close()
     assert art(m, "gguf8")["client"]["tokenization"]["agree"] == gguf_agree
     card = (build / "README.md").read_text()
-    assert "### As users run it" in card and f"| `hf16` | transformers" in card
+    assert "### As users run it" in card and "| `hf16` | transformers" in card
     ev = json.loads((build / "eval.json").read_text())
     assert ev["artifacts"]["gguf8"]["client"]["tokenization"]["agree"] == gguf_agree
 
