@@ -114,11 +114,16 @@ def run(backend, artifact_dir: Path, export_record: dict, ref_out: Path, ref_sum
                                                                          t.limit)]
                 reqs = [mc.requests(d, session, n_ctx) for d in docs]
                 src_reqs = [d["requests"] for d in ref["tasks"][t.name]["docs"]]
-                same = sum(a["ids"] == b["ids"] for x, y in zip(reqs, src_reqs) for a, b in zip(x, y))
+                pairs = [(d, a["ids"], b["ids"]) for d, x, y in zip(docs, reqs, src_reqs) for a, b in zip(x, y)]
+                same = sum(a == b for _, a, b in pairs)
+                # the first request the client tokenizes otherwise, shown as the golden prompts' are
+                differ = next(([_diff_example(k, d.context, b, a, tok.convert_ids_to_tokens)]
+                               for k, (d, a, b) in enumerate(pairs) if a != b), [])
                 scored = [mc.score(d, ll) for d, ll in zip(docs, _lls(logits, reqs))]
                 s = ref_summary["tasks"][t.name]
                 rec["tasks"][t.name] = {**_mc_summary(scored), "acc_source": s["acc"], "acc_norm_source": s["acc_norm"],
-                                        "requests": sum(len(r) for r in reqs), "requests_agree": same}
+                                        "requests": sum(len(r) for r in reqs), "requests_agree": same,
+                                        "differ": differ}
         if cfg.speed and "speed" in ref and not backend.no_speed:
             text = tok.decode(ref["speed"]["prompt_ids"], skip_special_tokens=True)
             prompt = session.encode(text)

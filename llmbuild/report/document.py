@@ -422,6 +422,17 @@ def _client_section(build, rows) -> list[str]:
                 line += (f"; e.g. prompt {d['index']} (\"{d['prompt']}\") first differs at token {d['position']} of "
                          f"{d['source_tokens']} (client: {d['client_tokens']}): source {src}, client {cli}")
             notes.append(line)
+        for n, x in tasks.items():
+            if x["requests_agree"] < x["requests"]:
+                line = (f"`{r['name']}` {n}: {x['requests'] - x['requests_agree']} of {x['requests']} multiple-choice "
+                        f"requests reach the runtime as other token ids through {c.get('client')}'s tokenizer than "
+                        "through the source's")
+                for d in (x.get("differ") or [])[:1]:
+                    src = " ".join(f"`{p!r}`({i})" for i, p in d["source"])
+                    cli = " ".join(f"`{p!r}`({i})" for i, p in d["client"])
+                    line += (f"; e.g. request {d['index']} first differs at token {d['position']} of "
+                             f"{d['source_tokens']} (client: {d['client_tokens']}): source {src}, client {cli}")
+                notes.append(line)
         if sp.get("status") == "skipped":
             notes.append(f"`{r['name']}` speed: {sp.get('reason')}")
     return lines + (["", *(f"- {n}" for n in notes)] if notes else [])

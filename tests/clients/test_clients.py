@@ -99,8 +99,17 @@ def test_client_stage_measures_each_client(build):
     gguf_agree = sum(llm.tokenize(q.encode(), add_bos=True) == s for q, s in zip(questions, src))
     llm.close()
     assert art(m, "gguf8")["client"]["tokenization"]["agree"] == gguf_agree
+    # multiple choice: onnxruntime-genai's encode adds no BOS where the source's tokenizer does, so none of
+    # its requests are the source's, and the first one is shown with where it differs
+    mc_onnx, mc_hf = (art(m, n)["client"]["tasks"]["mmlu-sample"] for n in ("onnx32", "hf16"))
+    bos = tok.encode("x")[0] != src[0][0]
+    assert (mc_onnx["requests_agree"] == 0) == bos and mc_hf["requests_agree"] == 16 and mc_hf["differ"] == []
+    if bos:
+        d = mc_onnx["differ"][0]
+        assert d["index"] == 0 and d["position"] == 0 and d["source_tokens"] == d["client_tokens"] + 1
     card = (build / "README.md").read_text()
     assert "### As users run it" in card and "| `hf16` | transformers" in card
+    assert ("`onnx32` mmlu-sample: 16 of 16 multiple-choice requests" in card) == bos
     ev = json.loads((build / "eval.json").read_text())
     assert ev["artifacts"]["gguf8"]["client"]["tokenization"]["agree"] == gguf_agree
 
