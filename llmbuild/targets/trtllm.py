@@ -4,8 +4,8 @@ Since 2026 TensorRT-LLM has no engine-build step for LLMs: `trtllm-build` and `c
 were removed (NVIDIA/TensorRT-LLM PRs #11723, #15763 ...) and `trtllm-serve` / `LLM(...)` load a
 Hugging Face folder directly, quantized ones in NVIDIA ModelOpt's *unified HF checkpoint* format
 (ModelOpt `export_hf_checkpoint`, docs/source/deployment/3_unified_hf.rst). This module writes that
-folder itself, tensor by tensor, so memory stays near one tensor (plus one decoder layer while
-calibrating), never the model:
+folder itself, tensor by tensor, so memory stays near one tensor (one linear's float32 weights
+while calibrating; a mixture of experts' whole decoder layer), never the model:
 
 - `quant: none`: bf16/fp16 safetensors shards + `model.safetensors.index.json`, `config.json`,
   tokenizer files, `generation_config.json`.
@@ -519,16 +519,30 @@ class _Converter:
             packed, scale = quantize_int4(w * s, self.options.awq_group_size)
             out[src], out[f"{mod}.weight_scale"] = packed, scale
             return out
+        # FP8: elementwise once the scale is known, so computed in row blocks of CHUNK_BYTES (the same
+        # bytes as whole-tensor arithmetic): float32 temporaries of a large linear's size were this
+        # export's peak once calibration streamed its weights
+        blocks = _row_blocks(w.shape[0], w.shape[1])
+        q = torch.empty(w.shape, dtype=torch.float8_e4m3fn)
         if self.algo == "FP8":
-            scale = torch.tensor(max(float(w.abs().max()), 1e-12) / FP8_MAX)
-            q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+            amax_w = max(float(w[a:b].abs().max()) for a, b in blocks)
+            scale = torch.tensor(max(amax_w, 1e-12) / FP8_MAX)
+            for a, b in blocks:
+                q[a:b] = (w[a:b] / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
             amax = st.get("amax", 0.0)
             # a linear whose input was all zeros on the calibration text still needs a usable scale
             iscale = torch.tensor(amax / FP8_MAX if amax > 0 else 1.0, dtype=torch.float32)
             return {src: q, f"{mod}.weight_scale": scale.float(), f"{mod}.input_scale": iscale}
-        scale = (w.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).float()
-        q = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        scale = torch.cat([(w[a:b].abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).float() for a, b in blocks])
+        for a, b in blocks:
+            q[a:b] = (w[a:b] / scale[a:b, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
         return {src: q, f"{mod}.weight_scale": scale}
+
+
+def _row_blocks(rows: int, cols: int) -> list[tuple[int, int]]:
+    """[a, b) row ranges of about CHUNK_BYTES of float32 each."""
+    step = max(1, CHUNK_BYTES // (cols * 4))
+    return [(a, min(a + step, rows)) for a in range(0, rows, step)]
 
 
 def quantize_int4(w, group: int):
@@ -687,14 +701,23 @@ def _calibration_batches(ckpt, options):
     return torch.tensor(ids[: rows * seq]).reshape(rows, seq)
 
 
-def _calibrate(ckpt, options, layout, batches, progress) -> dict:
+def _calibrate(ckpt, options, layout, batches, progress, stream: bool = True) -> dict:
     """Run the source model one decoder layer at a time on the calibration tokens and derive, per
     linear, what the format needs: the input amax (FP8 input_scale) or the AWQ smoothing scale.
 
-    Layer by layer, as llm-awq's run_awq and ModelOpt's sequential calibration do: only one layer's
-    weights (read from the checkpoint) and the calibration activations are in memory, so calibrating
-    does not need the model's size in RAM. Inputs to each layer come from the unquantized model, as in
-    ModelOpt's awq_lite (its search forward returns the unquantized output)."""
+    Layer by layer, as llm-awq's run_awq and ModelOpt's sequential calibration do, so calibrating does
+    not need the model's size in RAM. Inputs to each layer come from the unquantized model, as in
+    ModelOpt's awq_lite (its search forward returns the unquantized output).
+
+    Within a dense layer the weights stream too (`_streamed_forward`): each module holding parameters
+    reads its own from the checkpoint, in float32, just before its forward and lets them go just after,
+    so one linear's weights are resident at a time, not the layer's (on bench/scale_memory.py's 1B
+    model a float32 decoder layer is 187 MB, its largest linear 48 MB). The values and the order of the
+    arithmetic are those of the whole layer's, so the statistics are identical (tests/targets/
+    test_trtllm_calibration.py). A layer that reads a parameter outside its owner's forward fails on
+    the streamed one's empty placeholder and runs again with the whole layer loaded (`_load_layer`),
+    as do mixtures of experts (their fused experts are built from per-expert tensors), and every layer
+    with stream=False (the whole-layer reference the tests compare with)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -710,20 +733,10 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
     pe_of, mask_of = _layer_inputs(ckpt.arch, cfg, rotary, hidden, pos)
     n_layers = cfg.num_hidden_layers
     source = _Source(ckpt)
+    arch = ckpt.arch
     stats: dict = {}
     for i in range(n_layers):
-        layer = inner.layers[i].to_empty(device="cpu")
-        arch = ckpt.arch
-        if arch.mixture_of_experts:  # fused experts in transformers 5: built from the per-expert tensors
-            state = {k: v.float() for k, v in arch.hf_layer_state(i, source, ckpt.index).items()}
-            layer.load_state_dict(state)
-            del state
-        else:
-            # tensor by tensor into the layer's own float32 storage (copy_ casts): a float32 state dict
-            # beside the layer would hold the layer twice, the largest part of this export's peak
-            with torch.no_grad():
-                for k, t in layer.state_dict(keep_vars=True).items():
-                    t.copy_(source(f"model.layers.{i}.{k}"))
+        layer = inner.layers[i]
         captured: dict[str, object] = {}
         hooks = []
         if arch.mixture_of_experts:  # the experts' input and the router's choice, for trtllm_moe.expert_stats
@@ -735,8 +748,22 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
             hooks.append(mod.register_forward_pre_hook(
                 lambda m, a, key=g.linears[0], store=captured: store.__setitem__(
                     key, a[0].reshape(-1, a[0].shape[-1]).detach())))
-        with torch.no_grad():
-            hidden = layer(hidden, position_embeddings=pe_of(i), position_ids=pos, attention_mask=mask_of(i))
+
+        def forward(layer, x=hidden, i=i):
+            with torch.no_grad():
+                return layer(x, position_embeddings=pe_of(i), position_ids=pos, attention_mask=mask_of(i))
+
+        out = None
+        if stream and not arch.mixture_of_experts:
+            try:
+                out = _streamed_forward(layer, source, f"model.layers.{i}.", forward)
+            except RuntimeError:
+                # a parameter read outside its owner's forward met its empty placeholder: load the layer
+                captured.clear()
+        if out is None:
+            layer = _load_layer(layer, arch, i, source, ckpt)
+            out = forward(layer)
+        hidden = out
         for h in hooks:
             h.remove()
         stats[i] = {}
@@ -749,15 +776,75 @@ def _calibrate(ckpt, options, layout, batches, progress) -> dict:
                 for name in g.linears:
                     stats[i][name] = {"amax": amax}
             else:
-                ws = [layer.get_submodule(n).weight.detach() for n in g.linears]
+                # from the checkpoint, one group at a time: the streamed layer holds no weights now
+                ws = [source(f"model.layers.{i}.{n}.weight").float() for n in g.linears]
                 scale, alpha, loss = awq_search(x, ws, options.awq_group_size)
+                del ws
                 for name in g.linears:
                     stats[i][name] = {"scale": scale, "alpha": alpha, "loss": loss}
         inner.layers[i] = layer.to("meta")
-        del captured, layer
+        del captured, layer, out
         _trim_heap()
         progress(i + 1, n_layers, f"calibrating layer {i}")
     return stats
+
+
+def _load_layer(layer, arch, i: int, source, ckpt):
+    """Decoder layer i on the CPU in float32 with all its weights from the checkpoint."""
+    import torch
+
+    layer = layer.to_empty(device="cpu")
+    if arch.mixture_of_experts:  # fused experts in transformers 5: built from the per-expert tensors
+        state = {k: v.float() for k, v in arch.hf_layer_state(i, source, ckpt.index).items()}
+        layer.load_state_dict(state)
+        del state
+    else:
+        # tensor by tensor into the layer's own float32 storage (copy_ casts): a float32 state dict
+        # beside the layer would hold the layer twice
+        with torch.no_grad():
+            for k, t in layer.state_dict(keep_vars=True).items():
+                t.copy_(source(f"model.layers.{i}.{k}"))
+    return layer
+
+
+def _streamed_forward(layer, source, prefix: str, forward):
+    """forward(layer) with each module's own parameters read from the checkpoint (prefix + name) by a
+    forward pre-hook, cast to the skeleton's dtype as _load_layer's copy_ does, and dropped by a forward
+    hook. Between its forwards a module holds empty placeholders, so a parameter read anywhere else
+    raises (a shape mismatch) rather than computing with absent values; the caller then loads the layer.
+    Returns the layer's output; the layer is left on the meta device, as it came."""
+    import torch
+
+    def placeholder(p):
+        return torch.nn.Parameter(torch.empty(0, dtype=p.dtype), requires_grad=False)
+
+    hooks, kept = [], []
+    try:
+        for name, mod in layer.named_modules():
+            own = {n: p.dtype for n, p in mod.named_parameters(recurse=False)}
+            if not own:
+                continue
+            for n in own:
+                kept.append((mod, n, mod._parameters[n]))
+                mod._parameters[n] = placeholder(mod._parameters[n])
+            key = f"{prefix}{name}." if name else prefix
+
+            def load(m, args, own=own, key=key):
+                for n, dtype in own.items():
+                    m._parameters[n] = torch.nn.Parameter(source(key + n).to(dtype), requires_grad=False)
+
+            def drop(m, args, output, own=own):
+                for n in own:
+                    m._parameters[n] = placeholder(m._parameters[n])
+                _trim_heap()  # a linear's weights, once freed, would stay in glibc's heap beside the next's
+
+            hooks += [mod.register_forward_pre_hook(load), mod.register_forward_hook(drop)]
+        return forward(layer)
+    finally:
+        for h in hooks:
+            h.remove()
+        for mod, n, p in kept:  # the skeleton's meta parameters back, with their shapes
+            mod._parameters[n] = p
 
 
 def _skeleton(auto, cfg):
