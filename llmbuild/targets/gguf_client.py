@@ -18,6 +18,11 @@ from pathlib import Path
 GREEDY = {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "seed": 0}
 
 
+# the formats llama-cpp-python 0.3 picks for a GGUF whose template it recognizes, and their formatters
+BUILT_IN_FORMATTERS = {"chatml": "format_chatml", "llama-3": "format_llama3",
+                       "mistral-instruct": "format_mistral_instruct"}
+
+
 class LlamaCppSession:
     name = "llama-cpp-python"
 
@@ -45,13 +50,19 @@ class LlamaCppSession:
     def chat_ids(self, messages: list[dict]) -> list[int]:
         from llama_cpp import llama_chat_format
 
-        if self.llm.chat_format != "chat_template.default" or not self.template:
-            raise NotImplementedError(f"llama-cpp-python uses its built-in {self.llm.chat_format!r} format here")
-        model = self.llm._model
-        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
-        formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=self.template, eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
-            bos_token=model.token_get_text(bos_id) if bos_id != -1 else "", stop_token_ids=[eos_id])
+        fmt = self.llm.chat_format
+        if fmt == "chat_template.default" and self.template:
+            model = self.llm._model
+            eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+            formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=self.template, eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+                bos_token=model.token_get_text(bos_id) if bos_id != -1 else "", stop_token_ids=[eos_id])
+        elif fmt in BUILT_IN_FORMATTERS:
+            # a template llama-cpp-python recognizes (guess_chat_format_from_gguf_metadata) is rendered by its
+            # own Python formatter, not the template: what create_chat_completion sends
+            formatter = getattr(llama_chat_format, BUILT_IN_FORMATTERS[fmt])
+        else:
+            raise NotImplementedError(f"llama-cpp-python uses its built-in {fmt!r} format here")
         result = formatter(messages=messages)
         return list(self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True))
 

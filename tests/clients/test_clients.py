@@ -330,3 +330,24 @@ def test_transformers_gguf_loader(build):
         hf = model(torch.tensor([ids])).logits[0].numpy()
     lc = G.BACKEND.run_logits(d, art(manifest(build), "gguf8")["export"], [ids])[0]
     assert np.mean(hf.argmax(-1) == lc.argmax(-1)) > 0.9 and np.abs(hf - lc).max() < 0.5
+
+
+def test_llama_cpp_built_in_chat_format_renders_what_create_chat_completion_sends(build):
+    """A GGUF whose template llama-cpp-python recognizes is chatted with through its built-in formatter
+    (chatml, llama-3, mistral-instruct): the client stage's prompt ids are the ones create_chat_completion
+    evaluates."""
+    from llmbuild.targets import gguf_client
+
+    d = build / "artifacts" / "gguf8"
+    rec = {"file": next(d.glob("*.gguf")).name}
+    s = gguf_client.open_session(d, rec, 2)
+    try:
+        for fmt in gguf_client.BUILT_IN_FORMATTERS:
+            s.llm.chat_format = fmt
+            messages = [{"role": "user", "content": "What is the capital of France?"}]
+            ids = s.chat_ids(messages)
+            s.llm.reset()
+            s.llm.create_chat_completion(messages, max_tokens=1, temperature=0.0)
+            assert list(s.llm.input_ids[: len(ids)]) == ids, fmt
+    finally:
+        s.close()
