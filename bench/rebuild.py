@@ -4,6 +4,7 @@
     .venv/bin/python bench/rebuild.py --repeat 10  # more rebuilds (the minimum is the figure least disturbed
                                                    # by other work on a shared machine)
     .venv/bin/python bench/rebuild.py --warm       # keep the cache of an earlier run: rebuilds only
+    .venv/bin/python bench/rebuild.py 'eval.harness.tasks=[]'   # Hydra overrides for every build (own folder)
 
 Each build is `llmbuild recipe=demo` in a fresh process, as a user types it, timed from the outside (wall
 clock, interpreter start and imports included) and from the inside (the "built ... in X s" line, which starts
@@ -30,12 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / ".work" / "rebuild"
 
 
-def build(cwd: Path) -> dict:
+def build(cwd: Path, overrides: list[str]) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("LLMBUILD_CACHE", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run([str(Path(sys.executable).with_name("llmbuild")), "recipe=demo"], cwd=cwd, env=env,
+    p = subprocess.run([str(Path(sys.executable).with_name("llmbuild")), "recipe=demo", *overrides], cwd=cwd, env=env,
                        capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -53,7 +54,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="unchanged rebuilds after the cold build")
     ap.add_argument("--warm", action="store_true", help="reuse bench/.work/rebuild from an earlier run")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every build (their own folder)")
     a = ap.parse_args()
+    global WORK
+    if a.overrides:
+        import hashlib
+
+        WORK = WORK.with_name(f"rebuild-{hashlib.sha256(' '.join(a.overrides).encode()).hexdigest()[:8]}")
     if not a.warm:
         shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -61,11 +68,12 @@ def main() -> None:
     if a.warm and cold_file.exists():
         cold = json.loads(cold_file.read_text())
     else:
-        cold = build(WORK)
+        cold = build(WORK, a.overrides)
         cold_file.write_text(json.dumps(cold))
-    warm = [build(WORK) for _ in range(a.repeat)]
+    warm = [build(WORK, a.overrides) for _ in range(a.repeat)]
     assert all(not w["ran"] for w in warm), [w["ran"] for w in warm]
     best, med = min(w["wall_s"] for w in warm), statistics.median(w["wall_s"] for w in warm)
+    print(f"recipe=demo {' '.join(a.overrides)}".strip())
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| build | wall s | CPU s | inside s | stages run |")
     print("|---|---|---|---|---|")

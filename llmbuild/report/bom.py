@@ -171,23 +171,8 @@ def to_json(bom) -> str:
     return JsonV1Dot6(bom).output_as_string(indent=2)
 
 
-def validate(text: str) -> str | None:
-    """The schema validator's first error, or None (None also when its jsonschema extra is missing)."""
-    from cyclonedx.schema import SchemaVersion
-    from cyclonedx.validation.json import JsonStrictValidator
-
-    try:
-        err = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
-    except Exception as e:  # MissingOptionalDependencyException: cyclonedx-python-lib[json-validation]
-        if type(e).__name__ == "MissingOptionalDependencyException":
-            return None
-        raise
-    return str(err) if err else None
-
-
 def write(build: BuildResult, d: Path) -> None:
-    text = to_json(make(build))
-    problem = validate(text)
-    if problem:  # a bug here, not a user error: the writer and the schema disagree
-        raise RuntimeError(f"{FILE} fails CycloneDX 1.6's schema: {problem[:300]}")
-    (Path(d) / FILE).write_text(text, encoding="utf-8")
+    # held to CycloneDX 1.6's schema by the library's validator in the tests
+    # (tests/clients/test_clients.py::test_bom_validates), not in every build: importing the validator
+    # costs 2.5 s (jsonschema's format checkers), more than an unchanged rebuild is allowed in all
+    (Path(d) / FILE).write_text(to_json(make(build)), encoding="utf-8")

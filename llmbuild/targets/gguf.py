@@ -12,7 +12,7 @@ provide `set_gguf_parameters` and `modify_tensors`. Two quantizers, chosen per t
   are read with numpy (safetensors_np.py: no torch), converted and quantized one at a time on a small
   thread pool and written in order, so memory holds about one tensor, not the model; a mixture of
   experts' 3-D expert tensors are written one expert matrix at a time and large matrices in row
-  blocks (_Sliced). The block types are quantized by llama.cpp's own C functions where
+  blocks (_Sliced). The block types and F16 are made by llama.cpp's own C functions where
   llama-cpp-python is installed (ggml_quant.py; gguf-py's numpy quantizers otherwise): the same bytes.
 - llama.cpp's own quantizer (`llama_model_quantize` through llama-cpp-python, the code behind
   `llama-quantize`) makes the K-quants and i-quants, with its per-tensor type mix (Q4_K_M's Q6_K
@@ -273,7 +273,8 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         # llama-cpp-python is installed (quantizer auto), gguf-py's numpy ones otherwise
         c_quant = options.quantizer == "auto" and ggml_quant.available() and QUANTS[options.quant][0] in ggml_quant.TYPES
         n_params = _write(ckpt, options.quant, path, meta, threads, progress, vocab, c_quant)
-        quantizer = ({"name": "llama.cpp ggml_quantize_chunk (llama-cpp-python's libggml)",
+        c_name = "ggml_cpu_fp32_to_fp16" if QUANTS[options.quant][0] == "F16" else "ggml_quantize_chunk"
+        quantizer = ({"name": f"llama.cpp {c_name} (llama-cpp-python's libggml)",
                       "version": _version("llama-cpp-python")} if c_quant else
                      {"name": "gguf-py", "version": _version("gguf")})
         extra = {}
@@ -283,7 +284,7 @@ def export(ckpt, options, out_dir: Path, meta: ArtifactMeta, progress: Progress)
         base = "f16" if _all_matrices_f16(ckpt) else "f32"
         tmp = Path(out_dir) / f".{path.stem}.{base}.gguf.part"
         try:
-            n_params = _write(ckpt, base, tmp, meta, threads, progress, vocab)
+            n_params = _write(ckpt, base, tmp, meta, threads, progress, vocab, ggml_quant.available())
             extra = {"quantized_from": base}
             imatrix = None
             if options.imatrix:
@@ -330,11 +331,13 @@ def _write(ckpt, quant: str, path: Path, meta: ArtifactMeta, threads: int, progr
     import gguf
     import numpy as np
 
+    from llmbuild.targets.gguf_writer import GGUFWriter
+
     arch = ckpt.arch
     plan = _plan(ckpt, quant)
     for t in plan:
         t.c_quant = c_quant and t.qtype.name in ggml_quant.TYPES
-    writer = gguf.GGUFWriter(path, arch.gguf_arch)
+    writer = GGUFWriter(path, arch.gguf_arch)
     n_params = sum(math.prod(t.shape) for t in plan if t.srcs)
     # gguf's size label: "8x7B" for a mixture (GGUFWriter.get_total_parameter_count's split)
     expert = sum(math.prod(t.shape[1:]) for t in plan if t.stacked)
@@ -705,11 +708,11 @@ def _convert(t: _Tensor, xs: list):
 
     xs = [_numpy(_read(x)) for x in xs]
     x = t.transform(*xs) if t.transform else xs[0]
+    if t.c_quant:
+        return ggml_quant.quantize(x, t.qtype)  # one pass in C, no temporaries
     if t.qtype.name in ("F32", "F16"):
         return quantize(x, t.qtype)  # a cast: no temporaries beyond its output
     rows = x.reshape(-1, x.shape[-1])
-    if t.c_quant:
-        return ggml_quant.quantize(rows, t.qtype)  # one pass in C, no temporaries
     step = max(1, CHUNK_ELEMENTS // rows.shape[1])
     out = None
     for r in range(0, rows.shape[0], step):

@@ -289,9 +289,10 @@ NOT_REGEX_ONLY = frozenset({
 })
 
 
-def chkhsh(tokenizer) -> str:
-    """The converter's identifier of a tokenizer: sha256 of str(ids of CHKTXT), special tokens added."""
-    return hashlib.sha256(str(tokenizer.encode(CHKTXT)).encode()).hexdigest()
+def chkhsh(ids: list[int]) -> str:
+    """The converter's identifier of a tokenizer from the ids it encodes CHKTXT to (special tokens added):
+    sha256 of their str()."""
+    return hashlib.sha256(str(list(ids)).encode()).hexdigest()
 
 
 def by_name(name: str) -> PreTokenizer | None:

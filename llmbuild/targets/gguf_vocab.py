@@ -142,7 +142,7 @@ def read_vocab(model_dir: Path, vocab_size: int, mode: str = "match") -> Vocab:
         if model.get(opt):
             raise InvalidInput(f"{src.file}: BPE option {opt}={model[opt]!r}, which llama.cpp does not implement")
     if src.other_added:
-        names = [src.tok.convert_ids_to_tokens(i) for i in src.other_added]
+        names = [src.token_names[i] for i in src.other_added]
         raise InvalidInput(f"{src.file}: the tokenizer adds {names} around every text, which llama.cpp cannot "
                            "(it adds only BOS and EOS)")
     if _byte_level(src.pipeline.get("pre_tokenizer")):
@@ -167,15 +167,11 @@ def _check_normalized_added(src: SourceTokenizer, vocab: Vocab, mode: str) -> No
     """An added token marked normalized is matched, in transformers, as its normalized form in the
     normalized text ("<tool>" under Prepend("▁") matches only as "▁<tool>", i.e. after a space);
     llama.cpp matches the token's text in the raw text, so such a token cannot be carried over."""
-    norm = src.tok.backend_tokenizer.normalizer
-    if norm is None:
-        return
-    changed = [t["content"] for t in src.added.values()
-               if t.get("normalized") and norm.normalize_str(t["content"]) != t["content"]]
+    changed = [raw for raw, normalized in src.normalized.items() if normalized != raw]
     if not changed:
         return
     what = (f"added token {changed[0]!r} ({len(changed)} in all) is marked normalized, so transformers matches it "
-            f"as {norm.normalize_str(changed[0])!r} in the normalized text; llama.cpp matches the raw text")
+            f"as {src.normalized[changed[0]]!r} in the normalized text; llama.cpp matches the raw text")
     if mode == "nearest":
         vocab.differences.append(what)
         return
@@ -442,10 +438,8 @@ def _identify_pre(src: SourceTokenizer) -> str:
     splits = _splits(src)
     ignore = bool(src.model.get("ignore_merges"))
     found = pretok.by_structure(splits, ignore) if splits is not None else None
-    try:
-        digest = pretok.chkhsh(src.tok)
-    except Exception:  # a tokenizer that cannot encode the converter's text: structure decides alone
-        digest = ""
+    ids = src.encoded.get(pretok.CHKTXT)
+    digest = pretok.chkhsh(ids) if ids is not None else ""  # None: cannot encode it; structure decides alone
     hashed = pretok.CHKHSH.get(digest)
     if hashed in pretok.NOT_REGEX_ONLY:
         hashed = None

@@ -92,7 +92,7 @@ def test_export_reads_back(exports, tiny_models, arch, quant):
     head_dim = bound.head_dim
     # transformers 5 loads any qwen2 folder with Qwen2Tokenizer, a byte-level BPE over this SentencePiece
     # vocab plus <|endoftext|>: the GGUF carries that tokenizer (tests/tokenizers holds each form to llama.cpp)
-    byte_level = type(source_tokenizer.load(tiny_models[arch]).tok).__name__ == "Qwen2Tokenizer"
+    byte_level = source_tokenizer.load(tiny_models[arch]).class_name == "Qwen2Tokenizer"
     n_vocab = cfg["vocab_size"]
     expected = {
         "general.architecture": a, "general.name": "acme/Tiny Model", "general.license": "other",

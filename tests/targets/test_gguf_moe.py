@@ -28,11 +28,12 @@ def tensors(path):
 
 
 @pytest.mark.skipif(not ggml_quant.available(), reason="llama-cpp-python is not installed")
-@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
 def test_c_quantizers_make_gguf_pys_bytes(tiny_models, tmp_path, quant):
     a = export(tiny_models[MIXTRAL], tmp_path / "c", quant=quant)
     b = export(tiny_models[MIXTRAL], tmp_path / "py", quant=quant, quantizer="gguf-py")
-    assert a["quantizer"]["name"].startswith("llama.cpp ggml_quantize_chunk") and b["quantizer"]["name"] == "gguf-py"
+    c_name = "ggml_cpu_fp32_to_fp16" if quant == "f16" else "ggml_quantize_chunk"
+    assert a["quantizer"]["name"].startswith(f"llama.cpp {c_name}") and b["quantizer"]["name"] == "gguf-py"
     assert tensors(tmp_path / "c" / a["file"]) == tensors(tmp_path / "py" / b["file"])
 
 
