@@ -155,10 +155,10 @@ def _license_id(spdx_or_name: str | None):
     if not spdx_or_name:
         return []
     try:
-        from license_expression import get_spdx_licensing
+        from llmbuild.licenses.ids import spdx_licensing
 
-        if not get_spdx_licensing().validate(spdx_or_name).errors:
-            key = get_spdx_licensing().parse(spdx_or_name).render()
+        if not spdx_licensing().validate(spdx_or_name).errors:
+            key = spdx_licensing().parse(spdx_or_name).render()
             return [DisjunctiveLicense(id=key)] if " " not in key else [DisjunctiveLicense(name=key)]
     except Exception:
         pass
