@@ -168,9 +168,12 @@ sys.stdout.write(json.dumps(out))
 
 
 def _load_without_torch(model_dir: Path) -> SourceTokenizer:
-    """_load in a child interpreter that cannot import torch; the same facts (tests/targets/
-    test_source_tokenizer.py compares the two on every tokenizer kind the targets map)."""
-    env = {**os.environ, "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}  # its "PyTorch was not found" notice
+    """_load in a child interpreter that cannot import torch; the same facts (tests/tokenizers/
+    test_without_torch.py compares the two on every tokenizer kind the targets map)."""
+    # the child finds this llmbuild even where it is on sys.path only (a checkout, not installed)
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "PYTHONPATH": path, "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}  # no "PyTorch was not found"
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(model_dir)], capture_output=True, text=True, env=env,
                           check=False)
     if proc.stderr:
