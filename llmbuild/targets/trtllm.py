@@ -4,8 +4,9 @@ Since 2026 TensorRT-LLM has no engine-build step for LLMs: `trtllm-build` and `c
 were removed (NVIDIA/TensorRT-LLM PRs #11723, #15763 ...) and `trtllm-serve` / `LLM(...)` load a
 Hugging Face folder directly, quantized ones in NVIDIA ModelOpt's *unified HF checkpoint* format
 (ModelOpt `export_hf_checkpoint`, docs/source/deployment/3_unified_hf.rst). This module writes that
-folder itself, tensor by tensor, so memory stays near one tensor (one linear's float32 weights
-while calibrating; a mixture of experts' whole decoder layer), never the model:
+folder itself, tensor by tensor, so memory stays near one tensor (a row block of CHUNK_BYTES for
+the large ones, FP8 linears read and quantized block by block, calibration computing a large linear
+block by block; a mixture of experts' whole decoder layer while calibrating), never the model:
 
 - `quant: none`: bf16/fp16 safetensors shards + `model.safetensors.index.json`, `config.json`,
   tokenizer files, `generation_config.json`.
@@ -126,7 +127,10 @@ DEFAULT_GATES = {
 }
 
 SHARD_UNIT = 1 << 20  # bytes per shard_size_mb
-CHUNK_BYTES = 16 << 20  # larger unquantized matrices are converted in row blocks of about this many float32 bytes
+# large matrices are converted, FP8-quantized and (calibrating) multiplied in row blocks of about this many
+# float32 bytes: smaller holds less but calls more often, and below it a BLAS may sum a block's
+# products in another order than the whole matrix's (see _sliced_linear)
+CHUNK_BYTES = 16 << 20
 FP8_MAX = 448.0  # largest finite float8_e4m3fn; ModelOpt's FP8 maxbound
 INT4_MAX = 7.0  # ModelOpt's INT4 maxbound: scale = amax / 7 (quant_utils.get_scaling_factor_from_weight)
 
@@ -519,29 +523,53 @@ class _Converter:
             packed, scale = quantize_int4(w * s, self.options.awq_group_size)
             out[src], out[f"{mod}.weight_scale"] = packed, scale
             return out
-        # FP8: elementwise once the scale is known, so computed in row blocks of CHUNK_BYTES (the same
-        # bytes as whole-tensor arithmetic): float32 temporaries of a large linear's size were this
-        # export's peak once calibration streamed its weights
-        blocks = _row_blocks(w.shape[0], w.shape[1])
+        # FP8 from the tensor in memory (a pickled checkpoint, or a dtype the numpy reader does not
+        # return): the same row-block arithmetic as the streamed writer's, into one E4M3 tensor
         q = torch.empty(w.shape, dtype=torch.float8_e4m3fn)
+        scales = self.fp8(src, tuple(w.shape), lambda a, b: w[a:b].clone(), lambda a, blk: q[a: a + len(blk)].copy_(blk))
+        return {src: q, **scales}
+
+    def streams(self, src: str) -> bool:
+        """True when src is a dense linear quantized to FP8: `fp8` can read and write it in row blocks."""
+        lin = _linear_of(src, self.layout) if self.algo in ("FP8", "FP8_PER_CHANNEL_PER_TOKEN") else None
+        return lin is not None and lin[3] != trtllm_moe.EXPERT_GROUP
+
+    def fp8(self, src: str, shape: tuple[int, int], read, write) -> dict:
+        """A linear's FP8 weight a row block at a time: read(a, b) gives rows [a, b) in float32 as a buffer
+        this may overwrite, write(a, q) takes their E4M3 values. Returns its scales by output name.
+
+        Elementwise once the scale is known, so the bytes are those of whole-tensor arithmetic whatever
+        the blocks. The per-tensor scale is the amax of the whole matrix, so per tensor the blocks are
+        read twice (amax first, then quantized): a read from the page cache costs less than holding a
+        large linear's float32 weights, which was this export's peak."""
+        import torch
+
+        layer, name = _linear_of(src, self.layout)[:2]
+        mod = src[: -len(".weight")]
+        blocks = _row_blocks(*shape)
         if self.algo == "FP8":
-            amax_w = max(float(w[a:b].abs().max()) for a, b in blocks)
+            amax_w = max(float(read(a, b).abs().max()) for a, b in blocks)
             scale = torch.tensor(max(amax_w, 1e-12) / FP8_MAX)
             for a, b in blocks:
-                q[a:b] = (w[a:b] / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-            amax = st.get("amax", 0.0)
+                write(a, read(a, b).div_(scale).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn))
+            amax = self.stats[layer].get(name, {}).get("amax", 0.0)
             # a linear whose input was all zeros on the calibration text still needs a usable scale
             iscale = torch.tensor(amax / FP8_MAX if amax > 0 else 1.0, dtype=torch.float32)
-            return {src: q, f"{mod}.weight_scale": scale.float(), f"{mod}.input_scale": iscale}
-        scale = torch.cat([(w[a:b].abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).float() for a, b in blocks])
+            return {f"{mod}.weight_scale": scale.float(), f"{mod}.input_scale": iscale}
+        parts = []
         for a, b in blocks:
-            q[a:b] = (w[a:b] / scale[a:b, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        return {src: q, f"{mod}.weight_scale": scale}
+            blk = read(a, b)
+            s = (blk.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).float()
+            write(a, blk.div_(s[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn))
+            parts.append(s)
+        return {f"{mod}.weight_scale": torch.cat(parts)}
 
 
 def _row_blocks(rows: int, cols: int) -> list[tuple[int, int]]:
-    """[a, b) row ranges of about CHUNK_BYTES of float32 each."""
-    step = max(1, CHUNK_BYTES // (cols * 4))
+    """[a, b) row ranges of at most about CHUNK_BYTES of float32 each, as even as whole rows allow (no
+    small remainder block)."""
+    n = max(1, math.ceil(rows * cols * 4 / CHUNK_BYTES))
+    step = math.ceil(rows / n)
     return [(a, min(a + step, rows)) for a in range(0, rows, step)]
 
 
@@ -625,7 +653,19 @@ def _write_shards(ckpt, plan, shards, conv, out_dir: Path, progress) -> dict[str
                 done += 1
                 progress(done, len(by_src), src)
                 continue
-            made = conv(src, source(src))
+            if conv.streams(src) and source.readable(src):
+                # an FP8 linear: read, quantized and written in row blocks, so memory holds a block of it
+                w = next(o for o in outs if o.name == src)
+                f, at = handles[w.shard], data_start[w.shard] + w.offset
+
+                def put(a, q, f=f, at=at, cols=w.shape[1]):
+                    f.seek(at + a * cols)  # E4M3: one byte per value
+                    f.write(_tensor_bytes(q))
+
+                made = conv.fp8(src, w.shape, lambda a, b, src=src: source.rows(src, a, b), put)
+                outs = [o for o in outs if o is not w]
+            else:
+                made = conv(src, source(src))
             for o in outs:
                 t = made.pop(o.name)
                 buf = _tensor_bytes(t)
@@ -669,6 +709,29 @@ class _Source:
 
     def __init__(self, ckpt):
         self.ckpt, self.file, self.state = ckpt, None, {}
+        self.reader = None
+        if not ckpt.pickle:
+            from llmbuild.targets import safetensors_np
+
+            self.reader = safetensors_np.Reader(ckpt.index)
+
+    def readable(self, name: str) -> bool:
+        """True when `rows` reads this tensor (safetensors, a dtype the numpy reader returns)."""
+        return self.reader is not None and self.reader.readable(name)
+
+    def rows(self, name: str, first: int, stop: int):
+        """Rows [first, stop) of a tensor in float32 (exact for bf16/fp16), read with file reads into a
+        buffer of their own (safetensors_np), not mapped: no file pages stay resident beside it."""
+        import torch
+
+        from llmbuild.targets import safetensors_np
+
+        try:
+            block = safetensors_np.widen(self.reader.rows(name, first, stop))
+        except (OSError, ValueError) as e:  # a file changed or truncated since its header was read
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InvalidInput(f"{self.ckpt.index[name]}: tensor {name} cannot be read ({msg})") from None
+        return torch.from_numpy(block).float()
 
     def __call__(self, name: str):
         if not self.ckpt.pickle:
@@ -711,10 +774,12 @@ def _calibrate(ckpt, options, layout, batches, progress, stream: bool = True) ->
 
     Within a dense layer the weights stream too (`_streamed_forward`): each module holding parameters
     reads its own from the checkpoint, in float32, just before its forward and lets them go just after,
-    so one linear's weights are resident at a time, not the layer's (on bench/scale_memory.py's 1B
-    model a float32 decoder layer is 187 MB, its largest linear 48 MB). The values and the order of the
-    arithmetic are those of the whole layer's, so the statistics are identical (tests/targets/
-    test_trtllm_calibration.py). A layer that reads a parameter outside its owner's forward fails on
+    so one module's weights are resident at a time, not the layer's (on bench/scale_memory.py's 1B
+    model a float32 decoder layer is 187 MB, its largest linear 48 MB); a linear over CHUNK_BYTES
+    computes its output by row blocks of its weight (`_sliced_linear`), so a block of it is resident.
+    The values are those of the whole layer's and, as measured, so are the sums (see _sliced_linear):
+    the statistics are identical (tests/targets/test_trtllm_calibration.py). FP8 keeps each input's
+    amax only, not the input. A layer that reads a parameter outside its owner's forward fails on
     the streamed one's empty placeholder and runs again with the whole layer loaded (`_load_layer`),
     as do mixtures of experts (their fused experts are built from per-expert tensors), and every layer
     with stream=False (the whole-layer reference the tests compare with)."""
@@ -743,11 +808,13 @@ def _calibrate(ckpt, options, layout, batches, progress, stream: bool = True) ->
             hooks.append(layer.get_submodule(arch.EXPERTS_MODULE).register_forward_pre_hook(
                 lambda m, a, store=captured: store.__setitem__("experts", (a[0].detach(), a[1].detach()))))
         for g in layout:
-            # linears of a group read the same tensor: capture it once, at the first
+            # linears of a group read the same tensor: capture it once, at the first. FP8 needs its amax
+            # alone, taken at once (the inputs are not kept to the layer's end); AWQ searches on the input
             mod = layer.get_submodule(g.linears[0])
             hooks.append(mod.register_forward_pre_hook(
                 lambda m, a, key=g.linears[0], store=captured: store.__setitem__(
-                    key, a[0].reshape(-1, a[0].shape[-1]).detach())))
+                    key, float(a[0].abs().max()) if options.quant == "fp8"
+                    else a[0].reshape(-1, a[0].shape[-1]).detach())))
 
         def forward(layer, x=hidden, i=i):
             with torch.no_grad():
@@ -772,7 +839,7 @@ def _calibrate(ckpt, options, layout, batches, progress, stream: bool = True) ->
         for g in layout:
             x = captured[g.linears[0]]
             if options.quant == "fp8":
-                amax = float(x.abs().max())
+                amax = x  # the hook kept the input's amax alone
                 for name in g.linears:
                     stats[i][name] = {"amax": amax}
             else:
@@ -818,7 +885,7 @@ def _streamed_forward(layer, source, prefix: str, forward):
     def placeholder(p):
         return torch.nn.Parameter(torch.empty(0, dtype=p.dtype), requires_grad=False)
 
-    hooks, kept = [], []
+    hooks, kept, sliced = [], [], []
     try:
         for name, mod in layer.named_modules():
             own = {n: p.dtype for n, p in mod.named_parameters(recurse=False)}
@@ -828,6 +895,11 @@ def _streamed_forward(layer, source, prefix: str, forward):
                 kept.append((mod, n, mod._parameters[n]))
                 mod._parameters[n] = placeholder(mod._parameters[n])
             key = f"{prefix}{name}." if name else prefix
+            if _sliceable(mod, source, key):
+                # its own forward, by row blocks of the weight: never the whole weight resident
+                mod.forward = _sliced_linear(mod, source, key, own["weight"])
+                sliced.append(mod)
+                continue
 
             def load(m, args, own=own, key=key):
                 for n, dtype in own.items():
@@ -843,8 +915,48 @@ def _streamed_forward(layer, source, prefix: str, forward):
     finally:
         for h in hooks:
             h.remove()
+        for mod in sliced:
+            del mod.forward  # the class's forward again
         for mod, n, p in kept:  # the skeleton's meta parameters back, with their shapes
             mod._parameters[n] = p
+
+
+def _sliceable(mod, source, key: str) -> bool:
+    """A plain nn.Linear (a subclass may compute otherwise) whose float32 weight is over CHUNK_BYTES,
+    read from a file `source.rows` reads. Smaller ones load whole, as the model's own forward has them."""
+    import torch
+
+    return (type(mod) is torch.nn.Linear and mod.in_features * mod.out_features * 4 > CHUNK_BYTES
+            and source.readable(key + "weight") and (mod.bias is None or source.readable(key + "bias")))
+
+
+def _sliced_linear(mod, source, key: str, dtype):
+    """nn.Linear's forward, F.linear(x, weight, bias), computed by output-row blocks of the weight read
+    from the checkpoint: y[..., a:b] = F.linear(x, weight[a:b], bias[a:b]), one block resident at a time.
+
+    Each output element is the same dot product, but whether the BLAS sums it in the same order for a
+    block as for the whole matrix is its choice, not a documented guarantee. Measured with MKL (torch's
+    CPU BLAS on x86), 512 calibration tokens: 16 MB blocks give the whole matrix's bits on every linear
+    of bench/make_models.py's mid and 1b models with 1, 2 or 4 threads, and on Llama-3-8B's shapes
+    (4096x4096, 14336x4096, 4096x14336) with 2; smaller blocks may not (1b's down_proj, 2048x5888,
+    in 4 MB blocks of 171 rows differs in the last bit with 1 or 4 threads, in 8 MB blocks with 4).
+    tests/targets/test_trtllm_calibration.py holds the statistics to the whole layer's."""
+    import torch
+
+    out_f, in_f = mod.out_features, mod.in_features
+    has_bias = mod.bias is not None
+
+    def forward(x):
+        y = x.new_empty((*x.shape[:-1], out_f))
+        for a, b in _row_blocks(out_f, in_f):
+            w = source.rows(key + "weight", a, b).to(dtype)
+            bias = source.rows(key + "bias", a, b).to(dtype) if has_bias else None
+            y[..., a:b] = torch.nn.functional.linear(x, w, bias)
+            del w, bias
+        _trim_heap()
+        return y
+
+    return forward
 
 
 def _skeleton(auto, cfg):

@@ -205,6 +205,67 @@ def test_shards_stream_and_index(trained, tmp_path, monkeypatch):
             assert torch.equal(st.get_tensor(name), ckpt.get_tensor(name).to(torch.bfloat16)), name
 
 
+def _as_bf16(src, out):
+    """A copy of the checkpoint folder with its float tensors stored in bfloat16."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, out)
+    for f in out.glob("*.safetensors"):
+        state = {n: t.to(torch.bfloat16) if t.is_floating_point() else t for n, t in load_file(f).items()}
+        save_file(state, f, metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("source", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", ["fp8", "fp8-pc"])
+def test_fp8_row_blocks_are_the_whole_tensors_bytes(tiny_models, tmp_path, monkeypatch, case, source):
+    """FP8 linears read from the checkpoint, quantized and written a row block at a time (a small block:
+    up to 4 per linear; per tensor read twice, amax first) hold the bytes of whole-tensor arithmetic: every
+    shard byte for byte the export that quantizes each tensor in memory (the numpy reader switched off),
+    and each weight and scale ModelOpt's formula (_export_quantized_weight) on the whole source tensor."""
+    import torch
+    from safetensors import safe_open
+
+    src = tiny_models["LlamaForCausalLM"]
+    if source == "bfloat16":
+        src = _as_bf16(src, tmp_path / "bf16")
+    opts = T.Options(**CASES[case])
+    monkeypatch.setattr(T, "CHUNK_BYTES", 8192)
+    blocks = []
+    real = T._Source.rows
+    monkeypatch.setattr(T._Source, "rows", lambda self, n, a, b: blocks.append(n) or real(self, n, a, b))
+    for d in ("rows", "whole"):
+        (tmp_path / d).mkdir()
+    T.export(open_checkpoint(src), opts, tmp_path / "rows", META)
+    counts = {n: blocks.count(n) for n in set(blocks)}
+    # every linear read by rows: the 32 KB MLP ones in 4 blocks (twice over per tensor), the 8 KB k/v in one
+    assert len(counts) == 7 * 2 and all(c >= 4 for n, c in counts.items() if ".mlp." in n), counts
+    monkeypatch.setattr(T._Source, "readable", lambda self, n: False)
+    T.export(open_checkpoint(src), opts, tmp_path / "whole", META)
+    shards = sorted(p.name for p in (tmp_path / "rows").glob("*.safetensors"))
+    assert shards == sorted(p.name for p in (tmp_path / "whole").glob("*.safetensors"))
+    for name in shards:
+        assert (tmp_path / "rows" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    ckpt, got = open_checkpoint(src), T._read_all(tmp_path / "rows")
+    linears = [n[: -len(".weight_scale")] for n in got if n.endswith(".weight_scale")]
+    assert len(linears) == 7 * ckpt.config["num_hidden_layers"]
+    for mod in linears:
+        w = ckpt.get_tensor(f"{mod}.weight").float()
+        if case == "fp8":
+            scale = torch.tensor(float(w.abs().max()) / 448)
+            q = (w / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+        else:
+            scale = w.abs().amax(dim=1).clamp(min=1e-12) / 448
+            q = (w / scale[:, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
+        assert torch.equal(got[f"{mod}.weight_scale"], scale), mod
+        assert torch.equal(got[f"{mod}.weight"].view(torch.uint8), q.view(torch.uint8)), mod
+    with safe_open(str(tmp_path / "rows" / shards[0]), framework="pt") as st:
+        assert st.metadata() == {"format": "pt"}
+
+
 def test_fake_quantize_is_the_pack_unpack_round_trip():
     import torch
 
