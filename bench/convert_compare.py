@@ -363,6 +363,11 @@ def export_child(backend_name: str, options: str, model: str, out: str, record_f
         return
     record = b.export(ckpt, opts, Path(out), ArtifactMeta(name=Path(model).name), no_progress)
     Path(record_file).write_text(json.dumps(record, default=str))
+    # this process's own peak, beside GNU time's (the largest of it and its children: the tokenizer's)
+    hwm = next((line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmHWM")), None)
+    if hwm:
+        Path(record_file).with_suffix(".peak").write_text(str(int(hwm) / 1024))
 
 
 # --- the run --------------------------------------------------------------------------------------------------

@@ -125,8 +125,10 @@ DEFAULT_GATES = {
 # experts, which no later layer can undo.
 ROUTER_TENSORS = ("ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
 
-# Large matrices (embedding, output) are read and converted in row blocks of about this many float32 bytes
-ROW_BLOCK_BYTES = 16 << 20
+# Matrices over this many float32 bytes (embedding, output, the linears of a wide model) are read and
+# converted in row blocks of about this size: smaller holds less in flight (a few blocks per thread), at more
+# calls; 4 MB keeps the peak flat from a 240M model to a 1B one (bench/scale_memory.py)
+ROW_BLOCK_BYTES = 4 << 20
 
 # Rows per quantization call are capped at about this many elements: gguf-py's block quantizers make
 # several float32 temporaries of their input, which must not be the size of a 128k-token embedding.
@@ -673,6 +675,8 @@ def _sources(ckpt, plan: list[_Tensor]):
                 yield t, ((lambda s=s: get(s)) for s in t.srcs), True
             elif _row_streamable(t) and read.readable(t.srcs[0]) and math.prod(t.shape) * 4 > ROW_BLOCK_BYTES:
                 step = max(1, ROW_BLOCK_BYTES // (t.shape[-1] * 4))
+                unit = getattr(t.transform, "row_unit", 1)  # a transform of whole heads: blocks of heads
+                step = max(unit, step // unit * unit)
                 # every name bound now: the workers call these after this loop has moved to later tensors
                 yield t, ((lambda r=r, src=t.srcs[0], step=step: read.rows(src, r, r + step))
                           for r in range(0, t.shape[0], step)), True
@@ -697,8 +701,10 @@ def _sources(ckpt, plan: list[_Tensor]):
 
 
 def _row_streamable(t: _Tensor) -> bool:
-    """A matrix converted row block by row block: one source, no transform (rows stay independent)."""
-    return len(t.srcs) == 1 and t.transform is None and len(t.shape) == 2
+    """A matrix converted row block by row block: one source, and no transform or one that maps blocks
+    of whole `row_unit` rows alone (rows stay independent, or heads do)."""
+    whole_rows = t.transform is None or getattr(t.transform, "row_unit", None)
+    return len(t.srcs) == 1 and bool(whole_rows) and len(t.shape) == 2
 
 
 def _convert(t: _Tensor, xs: list):

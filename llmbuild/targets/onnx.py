@@ -76,7 +76,9 @@ ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh"
 PROTOBUF_LIMIT = 2 << 30  # bytes: protobuf cannot serialize a message larger than 2 GiB
 AUTO_EXTERNAL_ABOVE = 1.5e9  # bytes of weights: auto keeps a margin below the limit for the graph itself
 DATA_FILE = "model.onnx.data"
-CHUNK_ELEMENTS = 1 << 22  # elements converted at a time: 16 MB of float32 beside the source tensor
+# elements converted at a time (whole rows): 4 MB of float32 beside the source tensor. Smaller holds less at
+# more calls; 4 MB keeps the peak flat from a 240M model to a 1B one (bench/scale_memory.py: 16 MB grew 15 MB)
+CHUNK_ELEMENTS = 1 << 20
 ITEMSIZE = {1: 4, 10: 2, 2: 1}  # bytes per element of onnx.TensorProto FLOAT, FLOAT16, UINT8
 ALIGN = 64  # external tensor offsets: a runtime that maps the file can use each weight in place
 

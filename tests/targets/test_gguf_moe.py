@@ -4,6 +4,8 @@ file; and the stacked tensors are exactly the experts, in order."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,25 @@ def test_bf16_checkpoint_is_widened_exactly(tmp_path):
     np.testing.assert_array_equal(safetensors_np.widen(r("x")), x.float().numpy())
     np.testing.assert_array_equal(safetensors_np.widen(r.rows("x", 5, 9)), x[5:9].float().numpy())
     np.testing.assert_array_equal(r("y"), np.arange(6, dtype=np.float16).reshape(2, 3))
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM"])
+def test_rotary_rows_stream_in_blocks_of_whole_heads(tiny_models, tmp_path, monkeypatch, arch):
+    """q/k projections, whose rows llama.cpp's rope wants interleaved within each head, stream in blocks of
+    whole heads (a block smaller than a head rounds up to one) and make the whole tensor's bytes."""
+    from llmbuild.archs import for_config
+
+    a = export(tiny_models[arch], tmp_path / "whole", quant="f32")
+    cfg = json.loads((tiny_models[arch] / "config.json").read_text())
+    arch_ = for_config(cfg)
+    # the families whose rope llama.cpp runs on interleaved rows; the others' rows stay independent
+    step = arch_.head_dim if arch_.gguf_permute_qk else 3
+    blocks = []
+    rows = G.safetensors_np.Reader.rows
+    monkeypatch.setattr(G, "ROW_BLOCK_BYTES", cfg["hidden_size"] * 4 * 3)  # 3 rows: less than one head
+    monkeypatch.setattr(G.safetensors_np.Reader, "rows",
+                        lambda self, n, f, s: blocks.append((n, f, s)) or rows(self, n, f, s))
+    b = export(tiny_models[arch], tmp_path / "blocks", quant="f32")
+    q = [(f, s) for n, f, s in blocks if n == "model.layers.0.self_attn.q_proj.weight"]
+    assert q and all(s - f == step for f, s in q), q
+    assert tensors(tmp_path / "whole" / a["file"]) == tensors(tmp_path / "blocks" / b["file"])
