@@ -16,6 +16,7 @@ from llmbuild.targets import modelopt_loader
 from llmbuild.targets import trtllm as T
 from llmbuild.targets.common import ArtifactMeta
 from tests.conftest import CORPUS, make_tiny
+from tests.targets.test_trtllm import _tensor_specs
 
 HAS_MODELOPT = modelopt_loader.available()
 RNG = np.random.default_rng(11)
@@ -77,18 +78,6 @@ def twins(tmp_path_factory):
     return get
 
 
-def _specs(d):
-    from safetensors import safe_open
-
-    out = {}
-    for f in sorted(d.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for name in st.keys():  # noqa: SIM118
-                t = st.get_slice(name)
-                out[name] = (t.get_dtype(), tuple(t.get_shape()))
-    return out
-
-
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("family", FAMILIES)
 def test_expert_checkpoint_has_modelopts_layout_and_scales(twins, family, case):
@@ -100,7 +89,7 @@ def test_expert_checkpoint_has_modelopts_layout_and_scales(twins, family, case):
 
     ours, rec, theirs, _, _ = twins(family, case)
     assert T.check_schema(ours) == []
-    a, b = _specs(ours), _specs(theirs)
+    a, b = _tensor_specs(ours), _tensor_specs(theirs)
     assert {n: s for n, (_, s) in a.items()} == {n: s for n, (_, s) in b.items()}
     quantized = {n for n in a if n.endswith(".weight_scale")}
     assert any(".experts." in n for n in quantized)
