@@ -184,7 +184,7 @@ class Cache:
         if refreshed and not self.readonly:
             # the content is intact (e.g. a file was touched): remember the new mtime so the next
             # check is a stat again
-            _write_json_atomic(stat_file, {**seen, **refreshed})
+            write_json_atomic(stat_file, {**seen, **refreshed})
         return None
 
     # -- running a stage ----------------------------------------------------------------------------
@@ -292,7 +292,9 @@ class Cache:
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def _write_json_atomic(path: Path, obj) -> None:
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON that readers see whole or not at all (a temporary file renamed over it); a failure
+    leaves nothing behind, and is ignored: callers write what is cheap to compute again."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     try:
         tmp.write_text(json.dumps(obj))

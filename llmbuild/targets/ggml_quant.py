@@ -28,12 +28,16 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def _library(stem: str):
+    """One of the shared libraries llama-cpp-python ships beside its Python code (llama_cpp/lib)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    return ctypes.CDLL(str(next((Path(spec.origin).parent / "lib").glob(f"{stem}.*"))))
+
+
 def _lib():
     global _LIB
     if _LIB is None:
-        spec = importlib.util.find_spec("llama_cpp")
-        lib_dir = Path(spec.origin).parent / "lib"
-        lib = ctypes.CDLL(str(next(lib_dir.glob("libggml-base.*"))))
+        lib = _library("libggml-base")
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t
         lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
@@ -46,8 +50,7 @@ def _lib():
 def _cpu():
     global _CPU
     if _CPU is None:
-        spec = importlib.util.find_spec("llama_cpp")
-        lib = ctypes.CDLL(str(next((Path(spec.origin).parent / "lib").glob("libggml-cpu.*"))))
+        lib = _library("libggml-cpu")
         lib.ggml_cpu_fp32_to_fp16.restype = None
         lib.ggml_cpu_fp32_to_fp16.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         _CPU = lib

@@ -122,7 +122,13 @@ def _remembered(model_dir: Path) -> SourceTokenizer:
             pass  # not remembered yet, or unreadable: load it
     src = _load(model_dir) if "torch" in sys.modules else _load_without_torch(model_dir)
     if memo is not None and _MEMO_WRITE:
-        _write_atomic(memo, json.dumps(to_json(src)))
+        from llmbuild.cache import write_json_atomic
+
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return src  # only costs a load next time
+        write_json_atomic(memo, to_json(src))
     return src
 
 
@@ -139,16 +145,6 @@ def _content_digest(model_dir: Path) -> str:
             h.update(f"\0{n}\0".encode())
             h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # only costs a load next time
 
 
 # run by _load_without_torch: torch looks uninstalled (importlib.util.find_spec("torch") is None when
