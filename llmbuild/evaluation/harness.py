@@ -179,10 +179,11 @@ def _fewshot_pool(task) -> tuple[int, str]:
     return n - (1 if split == evaluated else 0), f"split {split!r}"
 
 
-def check(cfg, key: str = "eval.harness") -> dict:
-    """Plan-time checks; returns the loaded tasks (nothing when no task is named)."""
+def check(cfg, key: str = "eval.harness", digest=None) -> None:
+    """Plan-time checks. The tasks' own checks (data present, few-shot pool, greedy decoding) load the
+    tasks, unless this set of tasks passed them before on the same inputs (see _planned)."""
     if not cfg.tasks:
-        return {}
+        return
     import importlib.util
 
     if importlib.util.find_spec("lm_eval") is None:
@@ -199,7 +200,11 @@ def check(cfg, key: str = "eval.harness") -> dict:
     for metric, v in cfg.max_drop.items():
         if v is None or v < 0:
             raise InvalidInput(f"{key}.max_drop.{metric}: {v} must be a number >= 0")
-    tasks = load(cfg, key)
+    _planned(cfg, key, digest)
+
+
+def _check_tasks(tasks: dict, cfg, key: str) -> None:
+    """The checks that need the loaded tasks."""
     for name, task in tasks.items():
         shots = _shots(task, cfg)
         if shots:
@@ -211,7 +216,6 @@ def check(cfg, key: str = "eval.harness") -> dict:
         if task.OUTPUT_TYPE == "generate_until" and (gen.get("do_sample") or float(gen.get("temperature") or 0) > 0):
             raise InvalidInput(f"{key}.tasks: task {name!r} samples (do_sample/temperature in its generation_kwargs); "
                                "llmbuild's runtimes decode greedily")
-    return tasks
 
 
 def _digest_docs(docs) -> str:
@@ -225,25 +229,252 @@ def _digest_docs(docs) -> str:
 
 
 def key_parts(cfg, digest) -> dict | None:
-    """What the harness results depend on, by content (`digest(path) -> sha256`)."""
+    """What the harness results depend on, by content (`digest(path) -> sha256`): lm-eval's version,
+    the settings, the include_path files, and each task's config and a digest of its documents."""
     if not cfg.tasks:
         return None
-    tasks = load(cfg)
-    inc = None
-    if cfg.include_path:
-        root = Path(cfg.include_path)
-        # every file a task can read (YAML, its Python helpers, local data); not caches of bytecode
-        files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*") if p.is_file() and not any(
-                part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts))
-        inc = {str(p.relative_to(root) if p != root else p.name): digest(p) for p in files}
-    settings = {k: getattr(cfg, k) for k in ("tasks", "limit", "num_fewshot", "apply_chat_template",
-                                             "fewshot_as_multiturn", "system_instruction", "max_length",
-                                             "bootstrap_iters")}
-    return {"lm_eval": version(), "settings": settings, "include_path": inc,
-            "tasks": {name: {"config": _task_config(t), "docs": _digest_docs(t.eval_docs),
-                             "fewshot_docs": _digest_docs(t.fewshot_docs())}
-                      for name, t in sorted(tasks.items())}}
+    return _planned(cfg, "eval.harness", digest)
+
+
+def _settings(cfg) -> dict:
+    return {k: getattr(cfg, k) for k in ("tasks", "limit", "num_fewshot", "apply_chat_template",
+                                         "fewshot_as_multiturn", "system_instruction", "max_length",
+                                         "bootstrap_iters")}
+
+
+def _include_files(cfg, caches=()) -> dict[str, Path] | None:
+    """{name under include_path: path} of every file a task can read there (YAML, its Python helpers,
+    local data); not caches of bytecode, nor a datasets cache_dir a task keeps there (derived data:
+    `caches`, the folders its load_dataset calls named)."""
+    if not cfg.include_path:
+        return None
+    root = Path(cfg.include_path)
+    skip = tuple(os.path.join(c, "") for c in caches)
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.is_file() and not any(
+            part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts)
+        and not os.path.abspath(p).startswith(skip))
+    return {str(p.relative_to(root) if p != root else p.name): p for p in files}
+
+
+def _task_parts(tasks: dict) -> dict:
+    parts = {name: {"config": _task_config(t), "docs": _digest_docs(t.eval_docs),
+                    "fewshot_docs": _digest_docs(t.fewshot_docs())} for name, t in sorted(tasks.items())}
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))  # as the memo gives it back
+
+
+# ---- The plan of a set of tasks, remembered --------------------------------------------------------
+# Loading the tasks is most of an unchanged rebuild's time (0.8 s for the demo's two: importing
+# lm-eval, datasets and pandas, then reading every document so the keys can digest them). A set of
+# tasks that passed the plan checks is remembered in the build cache with its key parts and every
+# input the load was seen to read: the include_path files, each local data file `datasets.load_dataset`
+# was given (the harness's `dataset_path: json` + `data_files`, or a custom_dataset that calls it), and
+# every file Python opened for reading outside the installed libraries (a YAML `include:` elsewhere, a
+# helper module beside it). The next plan re-digests those inputs (a stat each, through the build's
+# stat cache) and reuses the result only when all are unchanged; a task that reads anything the load
+# cannot see (a Hub or registry dataset from the datasets cache, `load_from_disk`, a file read by
+# native code such as pyarrow's own reader) is never remembered: its documents are read and digested
+# on every plan, as before.
+_MEMO: Path | None = None
+_MEMO_WRITE = False
+_MEMO_DIGEST = None  # the build's stat-cached digest; plain sha256 outside a build
+_PLANNED: dict = {}  # memo key -> key parts, in this process
+LOCAL_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow"})  # datasets' builders over data_files
+
+
+def remember_in(folder: Path | None, write: bool = True, digest=None) -> None:
+    """Remember planned tasks in folder (a build's cache); write false: read only (a dry run)."""
+    global _MEMO, _MEMO_WRITE, _MEMO_DIGEST
+    _MEMO, _MEMO_WRITE, _MEMO_DIGEST = (Path(folder) if folder else None), write, digest
+
+
+def _planned(cfg, key: str, digest=None) -> dict:
+    """The key parts of cfg's tasks, after their plan checks: remembered, or loaded, checked and
+    remembered. `digest` makes the include_path entries (the plan passes File, keyed later)."""
+    from llmbuild.hashing import sha256_file, sha256_json
+
+    sha = _MEMO_DIGEST or sha256_file  # the memo's own digests are always real ones
+    memo_key = sha256_json({"memo": _memo_version(), "lm_eval": version(), "datasets": _datasets_version(),
+                            "cwd": os.getcwd(), "include_path": cfg.include_path, "settings": _settings(cfg)})
+    memo = _MEMO / f"{memo_key}.json" if _MEMO else None
+    rec = _PLANNED.get(memo_key)
+    if not _unchanged(rec, cfg, sha):
+        rec = _read_json(memo) if memo is not None else None
+    if not _unchanged(rec, cfg, sha):
+        with _Reads() as reads:
+            tasks = load(cfg, key)
+        _check_tasks(tasks, cfg, key)
+        caches = sorted(reads.caches)
+        files = _include_files(cfg, caches) or {}
+        rec = {"include": sorted(files), "caches": caches,
+               "inputs": {p: sha(Path(p)) for p in sorted(reads.files | {os.path.abspath(f) for f in files.values()})
+                          if Path(p).is_file()},
+               "tasks": _task_parts(tasks)}
+        if reads.unseen is None:  # everything the load read is watched: remember it
+            _PLANNED[memo_key] = rec
+            if memo is not None and _MEMO_WRITE:
+                _remember(memo, rec)
+    files = _include_files(cfg, rec["caches"])
+    return {"lm_eval": version(), "settings": _settings(cfg),
+            "include_path": files and {n: (digest or sha)(p) for n, p in files.items()}, "tasks": rec["tasks"]}
+
+
+def _memo_version() -> str:
+    """This module's own source: what it remembers changes only with it."""
+    from llmbuild.hashing import sha256_file
+
+    return sha256_file(Path(__file__))
+
+
+def _datasets_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("datasets")
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not remembered yet, or unreadable
+
+
+def _unchanged(rec: dict | None, cfg, digest) -> bool:
+    """Whether a remembered plan still holds: the same files under include_path, and every input its
+    load read unchanged."""
+    if not rec:
+        return False
+    try:
+        if sorted(_include_files(cfg, rec["caches"]) or {}) != rec["include"]:
+            return False  # a task file added or removed
+        return all(Path(p).is_file() and digest(Path(p)) == h for p, h in rec["inputs"].items())
+    except (OSError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _remember(memo: Path, rec: dict) -> None:
+    from llmbuild.cache import write_json_atomic
+
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(memo, rec)
+    except OSError:
+        pass  # only costs a load next time
+
+
+_ACTIVE: list = []  # the _Reads being recorded (the audit hook cannot be removed, only made idle)
+_HOOKED = False
+
+
+class _Reads:
+    """What a block of task loading reads: `files` (absolute paths), and `unseen`, the reason when it
+    read something that cannot be watched (None: everything it read is in `files`)."""
+
+    def __init__(self):
+        self.files: set[str] = set()
+        self.caches: set[str] = set()  # datasets cache_dir folders the loads named (derived data)
+        self.unseen: str | None = None
+
+    def __enter__(self):
+        global _HOOKED
+        import sys
+
+        if not _HOOKED:
+            sys.addaudithook(_on_audit)
+            _HOOKED = True
+        self._skip = _library_roots()
+        import datasets
+
+        self._saved = datasets.load_dataset, datasets.load_from_disk
+        original_load, reads = datasets.load_dataset, self
+
+        def load_dataset(path, *args, **kwargs):
+            reads.dataset(path, args, kwargs)
+            return original_load(path, *args, **kwargs)
+
+        def load_from_disk(dataset_path, *args, **kwargs):
+            reads.unseen = f"load_from_disk({dataset_path!r})"
+            return self._saved[1](dataset_path, *args, **kwargs)
+
+        datasets.load_dataset, datasets.load_from_disk = load_dataset, load_from_disk
+        _ACTIVE.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        import datasets
+
+        _ACTIVE.remove(self)
+        datasets.load_dataset, datasets.load_from_disk = self._saved
+        return False
+
+    def opened(self, path: str) -> None:
+        if path.endswith(".pyc"):  # a module imported from its bytecode: its source is the input
+            p = Path(path)
+            if p.parent.name != "__pycache__":
+                return
+            path = str(p.parent.parent / (p.name.split(".")[0] + ".py"))
+        path = os.path.abspath(path)
+        if not path.startswith(self._skip):
+            self.files.add(path)
+
+    def dataset(self, path, args, kwargs) -> None:
+        """A datasets.load_dataset call: its local data files are inputs; anything else is unseen."""
+        from datasets.data_files import DataFilesDict, sanitize_patterns
+
+        if kwargs.get("cache_dir"):
+            cache = os.path.abspath(os.path.expanduser(str(kwargs["cache_dir"])))
+            self.caches.add(cache)
+            self._skip += (os.path.join(cache, ""),)
+        data_files = kwargs.get("data_files") if len(args) < 3 else args[2]
+        data_dir = kwargs.get("data_dir") if len(args) < 2 else args[1]
+        if path not in LOCAL_BUILDERS or not data_files:
+            self.unseen = f"load_dataset({path!r})"
+            return
+        try:
+            base = Path(data_dir or "").expanduser().resolve().as_posix()  # as datasets resolves them
+            resolved = DataFilesDict.from_patterns(sanitize_patterns(data_files), base_path=base)
+        except Exception:  # datasets raises its own error for the load itself
+            self.unseen = f"load_dataset({path!r}) data_files {data_files!r}"
+            return
+        for files in resolved.values():
+            for f in files:
+                if "://" in str(f):
+                    self.unseen = f"load_dataset({path!r}) remote file {f}"
+                else:
+                    self.files.add(os.path.abspath(str(f)))
+
+
+def _on_audit(event: str, args: tuple) -> None:
+    if event != "open" or not _ACTIVE:
+        return
+    path, mode, flags = args
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return  # a file descriptor
+    reading = (mode is None and (flags or 0) & os.O_ACCMODE == os.O_RDONLY) or (
+        isinstance(mode, str) and "r" in mode and "+" not in mode)
+    if reading:
+        try:
+            _ACTIVE[-1].opened(os.fsdecode(path))
+        except Exception as e:  # an audit hook's exception would fail the open itself
+            _ACTIVE[-1].unseen = f"open({path!r}): {e}"
+
+
+def _library_roots() -> tuple[str, ...]:
+    """Files read under these are the libraries' own (their versions are in the key) or derived from
+    what is recorded (the datasets cache of a local file); llmbuild's own code is keyed by
+    _memo_version."""
+    import site
+    import sys
+
+    import datasets
+
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
+             str(datasets.config.HF_DATASETS_CACHE), str(datasets.config.HF_CACHE_HOME),
+             str(Path(__file__).resolve().parents[1])}
+    return tuple(os.path.join(os.path.abspath(r), "") for r in roots if r)
 
 
 def _task_config(task) -> dict:
