@@ -228,7 +228,7 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="llmbuild_schema", node=schema_node(BuildConfigSchema))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def schema_node(schema: type) -> DictConfig:
     """OmegaConf's typed node of a schema dataclass, made once per process (11 ms for BuildConfigSchema, made
     for Hydra's ConfigStore and again to type the composed recipe). Never changed in place: ConfigStore and

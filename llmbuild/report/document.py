@@ -560,8 +560,8 @@ def model_card(build: BuildResult, only: str | None = None) -> str:
 
 def card_text(data, body: str) -> str:
     """`str(ModelCard.from_template(data, template_str=<front matter, then body>, body=body))`, without what
-    that costs every build: importing huggingface_hub.repocard (it imports the Hub client: ~0.1 s of an
-    unchanged rebuild's 1 s) and jinja2, and writing the metadata as YAML twice. ModelCard fills in the
+    that costs every build: importing huggingface_hub.repocard (it imports the Hub client: ~0.1 s) and
+    jinja2, and writing the metadata as YAML twice (20 ms for the demo's card). ModelCard fills in the
     template, reads the metadata back (ModelCardData) and writes it again in the order it read it; when
     the metadata is plain YAML data that reads back as itself, that second text is the first, so the card
     is the template filled in. Anything else is left to ModelCard itself."""
@@ -576,9 +576,9 @@ def card_text(data, body: str) -> str:
 
 def _reads_back_as_itself(data) -> bool:
     """Whether the metadata ModelCard reads back from `data`'s YAML writes the same YAML: its dict holds only
-    what YAML stores exactly (str keys, printable str, bool, int, finite float, None, lists, dicts), and ModelCardData
-    made from that dict, its fields in the order read (RepoCard.content's original_order), gives that dict
-    again, key for key and type for type."""
+    what YAML stores exactly (str keys, printable str, bool, int, finite float, None, lists, dicts), and
+    ModelCardData made from that dict, its fields in the order read (RepoCard.content's original_order),
+    gives that dict again, key for key and type for type."""
     import copy
 
     written = data.to_dict()
