@@ -4,8 +4,9 @@ The recipe is Hydra's primary config: `recipe=NAME` picks `NAME.yaml` from the r
 (`$LLMBUILD_RECIPES`, os.pathsep-separated, then ./recipes, then the recipes/ shipped beside conf/),
 or `recipe=path/to/file.yaml`. `conf/` is on the search path, so recipes compose its groups.
 Every composition is checked before Hydra runs it, so a bad key or value ends with one line and
-exit 2 instead of Hydra's multi-line error; a sweep (-m) is checked combination by combination, and
-llmbuild/multirun.py handles the rest of a sweep (launcher and sweeper plugins, its folder, its exit code).
+exit 2 instead of Hydra's multi-line error. A single build is composed once and run here as Hydra's run
+mode runs it (_run_once); a sweep (-m) is checked combination by combination, and llmbuild/multirun.py
+handles the rest of a sweep (launcher and sweeper plugins, its folder, its exit code).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from llmbuild.errors import BuildError, InvalidInput
@@ -126,7 +128,13 @@ def _composition_error(recipe_file: Path, overrides: list[str], e: Exception) ->
 def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = (), hydra_config: bool = False):
     """Compose a recipe with overrides (Hydra's Compose API); InvalidInput on any composition error.
     hydra_config keeps the `hydra` node (launcher, sweeper, sweep folder) for a multirun's checks."""
-    from hydra import compose as hydra_compose
+    with _hydra_on(recipe_file, overrides):
+        return _compose(recipe_file, overrides, extra_dirs, hydra_config)
+
+
+@contextmanager
+def _hydra_on(recipe_file: Path, overrides: list[str], job_name: str = "app"):
+    """Hydra initialized on the recipe's folder (Compose API) for the with-block, and cleared after it."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -134,16 +142,65 @@ def compose(recipe_file: Path, overrides: list[str], extra_dirs: list[str] = (),
 
     register_schema()
     GlobalHydra.instance().clear()
+    try:
+        try:
+            session = initialize_config_dir(config_dir=str(recipe_file.parent), job_name=job_name, version_base="1.3")
+        except Exception as e:  # Hydra and OmegaConf raise many types for a bad recipe
+            raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
+        with session:
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _compose(recipe_file: Path, overrides: list[str], extra_dirs, hydra_config: bool):
+    from hydra import compose as hydra_compose
+
     searchpath = [f"file://{CONF_DIR}", *(f"file://{Path(d).resolve()}" for d in extra_dirs)]
     sp = "hydra.searchpath=[" + ",".join(searchpath) + "]"
     try:
-        with initialize_config_dir(config_dir=str(recipe_file.parent), version_base="1.3"):
-            return hydra_compose(config_name=recipe_file.stem, overrides=[*overrides, sp],
-                                 return_hydra_config=hydra_config)
+        return hydra_compose(config_name=recipe_file.stem, overrides=[*overrides, sp], return_hydra_config=hydra_config)
     except Exception as e:  # Hydra and OmegaConf raise many types for a bad recipe
         raise InvalidInput(_composition_error(recipe_file, overrides, e)) from None
-    finally:
-        GlobalHydra.instance().clear()
+
+
+# hydra.job.name of a build: what hydra.main names the job of llmbuild.cli._task (its module's last part)
+_JOB_NAME = "cli"
+
+
+def _run_once(recipe_file: Path, overrides: list[str]) -> int | None:
+    """One build (no -m, no Hydra flags): the recipe composed once and run the way hydra.main's run mode
+    runs it (Hydra 1.3's Hydra.run: logging configured, hydra.mode RUN, the recipe's callbacks, run_job
+    with hydra.run.dir, HydraConfig set for ${hydra:...} and the job's env_set). hydra.main would compose
+    it twice more (its get_mode probe, then its run) after the pre-check's composition, and the pre-check
+    typed it too: 0.19 s of the demo's unchanged rebuild. A bad recipe fails in that one composition with
+    the same one line as the pre-check's. None when the recipe itself sets hydra.mode (hydra.main decides
+    then)."""
+    from hydra._internal.callbacks import Callbacks  # Hydra.run's own; no public API runs a composed config
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import configure_log, run_job
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import open_dict
+
+    with _hydra_on(recipe_file, overrides, job_name=_JOB_NAME):
+        cfg = _compose(recipe_file, overrides, (), hydra_config=True)
+        if cfg.hydra.mode is not None:
+            return None
+        configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+        # what hydra.main adds when the recipe leaves the mode open (its _run_app), so the job's Hydra
+        # config is the one hydra.main gives it
+        cfg.hydra.mode = RunMode.RUN
+        with open_dict(cfg.hydra.overrides):
+            cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+        callbacks = Callbacks(cfg)
+        callbacks.on_run_start(config=cfg, config_name=recipe_file.stem)
+        ret = run_job(hydra_context=HydraContext(config_loader=GlobalHydra.instance().config_loader(),
+                                                 callbacks=callbacks),
+                      task_function=_task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                      configure_logging=True)
+        callbacks.on_run_end(config=cfg, config_name=recipe_file.stem, job_return=ret)
+        _ = ret.return_value  # raises what the task raised (a bug: _task catches every error of a build)
+    return _exit_code()
 
 
 _results: list[int] = []
@@ -293,19 +350,24 @@ def _main(argv: list[str]) -> int:
         first = compose(recipe_file, combos[0], extra_dirs, hydra_config=True)
         # a search's parameters (hydra.sweeper.params) are checked value by value, like a sweep's combinations
         combos += [[*combos[0], o] for o in mr.search_overrides(first)]
+    elif builds and not flags:
+        code = _run_once(recipe_file, overrides)
+        if code is not None:
+            return code
+        combos = [overrides]
     else:
         combos = [overrides]
     for combo in combos:
         cfg = compose(recipe_file, combo, extra_dirs)
-        if builds:
+        if builds and multirun:
+            # every combination typed (targets' options too) and planned before the first build; a single
+            # build is typed by _task first thing, where HydraConfig is set for ${hydra:...}
             from llmbuild.config import typed_config
+            from llmbuild.plan import make_plan
 
-            bc = typed_config(cfg)  # targets' options are checked here too, before anything runs
-            if multirun:
-                from llmbuild.plan import make_plan
-
-                make_plan(bc)  # the plan's static checks for every combination, before the first build
-                mr.check_objective(bc, str(first.hydra.sweeper.get("_target_", "")))
+            bc = typed_config(cfg)
+            make_plan(bc)
+            mr.check_objective(bc, str(first.hydra.sweeper.get("_target_", "")))
     if multirun and builds:
         sweep_dir, overrides = mr.pin_sweep_dir(first, overrides)
     return _run_hydra(recipe_file, flags, overrides, multirun, sweep_dir)
@@ -351,6 +413,10 @@ def _run_hydra(recipe_file: Path, flags: list[str], overrides: list[str], multir
         from llmbuild import multirun
 
         return multirun.finish(sweep_dir, launcher_failed)
+    return _exit_code()
+
+
+def _exit_code() -> int:
     if not _results:
         return 0  # --cfg, --info, --help: Hydra printed what was asked
     return max(_results) if all(r in (0, 2, 3, 4) for r in _results) else 1

@@ -11,6 +11,7 @@ Hugging Face model card (`huggingface_hub.ModelCard`, YAML front matter + the st
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -512,7 +513,7 @@ def _cutoff(model_dir: Path) -> str | None:
 def model_card(build: BuildResult, only: str | None = None) -> str:
     """The card of the build folder, or with `only`, of that one artifact's folder (a Hub repository:
     its README.md, whose metadata describes that folder alone)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub.repocard_data import EvalResult, ModelCardData
 
     from llmbuild import licenses
 
@@ -554,9 +555,65 @@ def model_card(build: BuildResult, only: str | None = None) -> str:
         datasets=card_datasets(build),
         **({"base_model_relation": relation} if base and relation else {}),
     )
-    card = ModelCard.from_template(data, template_str=_TEMPLATE_HEADER + "\n{{ body }}\n",
-                                   body=_body(build, rows, cfg, rec, decision, in_folder=only is not None))
-    return str(card)
+    return card_text(data, _body(build, rows, cfg, rec, decision, in_folder=only is not None))
+
+
+def card_text(data, body: str) -> str:
+    """`str(ModelCard.from_template(data, template_str=<front matter, then body>, body=body))`, without what
+    that costs every build: importing huggingface_hub.repocard (it imports the Hub client: ~0.1 s) and
+    jinja2, and writing the metadata as YAML twice (20 ms for the demo's card). ModelCard fills in the
+    template, reads the metadata back (ModelCardData) and writes it again in the order it read it; when
+    the metadata is plain YAML data that reads back as itself, that second text is the first, so the card
+    is the template filled in. Anything else is left to ModelCard itself."""
+    front = data.to_yaml()
+    if front and "\r" not in front + body and "\n---" not in front and _reads_back_as_itself(data):
+        # jinja2 drops the template's last newline, as ModelCard's rendering does
+        return f"---\n{front}\n---\n\n{body}"
+    from huggingface_hub import ModelCard
+
+    return str(ModelCard.from_template(data, template_str=_TEMPLATE_HEADER + "\n{{ body }}\n", body=body))
+
+
+def _reads_back_as_itself(data) -> bool:
+    """Whether the metadata ModelCard reads back from `data`'s YAML writes the same YAML: its dict holds only
+    what YAML stores exactly (str keys, printable str, bool, int, finite float, None, lists, dicts), and
+    ModelCardData made from that dict, its fields in the order read (RepoCard.content's original_order),
+    gives that dict again, key for key and type for type."""
+    import copy
+
+    written = data.to_dict()
+    if not _plain(written):
+        return False
+    try:
+        again = type(data)(**copy.deepcopy(written))
+    except Exception:  # metadata ModelCard would reject: let it say so
+        return False
+    order = list(written)
+    again.__dict__ = {k: again.__dict__[k] for k in order + [k for k in again.__dict__ if k not in set(order)]
+                      if k in again.__dict__}
+    return _same(again.to_dict(), written)
+
+
+def _plain(x) -> bool:
+    if isinstance(x, dict):
+        return all(type(k) is str and _plain(v) for k, v in x.items())
+    if isinstance(x, list):
+        return all(_plain(v) for v in x)
+    if type(x) is float:
+        return math.isfinite(x)
+    if type(x) is str:  # YAML folds its other line breaks (\x85, \u2028 ...) when read back
+        return x.isprintable() or all(c.isprintable() or c in "\n\t" for c in x)
+    return x is None or type(x) in (bool, int)
+
+
+def _same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def card_library(rows: list[dict]) -> str:

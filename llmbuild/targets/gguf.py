@@ -153,6 +153,24 @@ def llama_cpp_quantizer_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def llama_cpp_binds(name: str) -> bool:
+    """Whether llama-cpp-python's ctypes bindings (llama_cpp/llama_cpp.py, star-imported by the package)
+    define the class, function or constant `name`, read from their source: importing llama_cpp loads
+    libllama, numpy and jinja2 (~80 ms), which a plan check, run on every build and rebuild, need not pay.
+    An install without that source file is asked by importing it."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None:
+        return False
+    for folder in spec.submodule_search_locations or []:
+        bindings = Path(folder) / "llama_cpp.py"
+        if bindings.is_file():
+            text = bindings.read_text(encoding="utf-8", errors="replace")
+            return re.search(rf"^(class |def )?{re.escape(name)}\b", text, re.M) is not None
+    import llama_cpp
+
+    return hasattr(llama_cpp, name)
+
+
 def uses_llama_cpp(options) -> bool:
     return options.quant in LLAMA_CPP_QUANTS or options.quantizer == "llama.cpp" or bool(options.imatrix)
 
@@ -181,9 +199,7 @@ def check_options(options, key: str) -> None:
             raise InvalidInput(f"{key}.imatrix: an importance matrix has no effect on {quant}; it helps the 2-6 bit "
                                f"types ({', '.join(q for q in known if q not in IMATRIX_NO_EFFECT)})")
         read_text(options.imatrix, f"{key}.imatrix")
-        import llama_cpp
-
-        if not hasattr(llama_cpp, "llama_model_imatrix_data"):
+        if not llama_cpp_binds("llama_model_imatrix_data"):
             raise InvalidInput(f"{key}.imatrix: this llama-cpp-python cannot pass an importance matrix to "
                                f"llama.cpp's quantizer (it predates llama_model_imatrix_data); upgrade it: {INSTALL_HINT}")
     if options.imatrix_chunk < 2:

@@ -476,3 +476,32 @@ def test_k_quant_fallbacks_are_recorded(tiny_models, tmp_path):
     assert fb["blk.0.attn_q.weight"] == {"tensor": "blk.0.attn_q.weight", "wanted": "q4_k", "used": "q5_0"}
     assert types["blk.0.attn_q.weight"] == "Q5_0"
     assert all(types[name] == f["used"].upper() for name, f in fb.items())
+
+
+def test_the_imatrix_check_reads_the_bindings_without_importing_llama_cpp(tmp_path):
+    """check_options asks llama-cpp-python's bindings for the imatrix struct from their source, so a plan
+    check does not load libllama; the answer is the one the imported module gives."""
+    pytest.importorskip("llama_cpp")
+    import subprocess
+    import sys
+
+    (tmp_path / "c.txt").write_text("some calibration text")
+    code = ("import sys; from llmbuild.targets import gguf as G; "
+            f"G.check_options(G.Options(quant='q4_k_m', imatrix={str(tmp_path / 'c.txt')!r}), 'targets.g'); "
+            "print('llama_cpp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    import llama_cpp
+
+    for name in ("llama_model_imatrix_data", "llama_model_quantize", "llama_model_kv_override",
+                 "LLAMA_FTYPE_MOSTLY_Q4_K_M", "llama_model_quantize_def", "llama_no_such_symbol"):
+        assert G.llama_cpp_binds(name) == hasattr(llama_cpp, name), name
+
+
+def test_an_old_llama_cpp_without_the_imatrix_struct_says_upgrade(tmp_path, monkeypatch):
+    (tmp_path / "c.txt").write_text("some calibration text")
+    monkeypatch.setattr(G, "llama_cpp_quantizer_available", lambda: True)
+    monkeypatch.setattr(G, "llama_cpp_binds", lambda name: name != "llama_model_imatrix_data")
+    with pytest.raises(InvalidInput, match=r"targets\.g\.imatrix: this llama-cpp-python cannot pass an importance "
+                                           r"matrix .* predates llama_model_imatrix_data\); upgrade it"):
+        G.check_options(G.Options(quant="q4_k_m", imatrix=str(tmp_path / "c.txt")), "targets.g")
