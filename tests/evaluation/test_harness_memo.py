@@ -82,40 +82,41 @@ def _rows(n: int) -> str:
                    for q, c, a in harness_tasks.QUESTIONS[:n])
 
 
+def _layout(tmp_path: Path, data_folder: str) -> tuple[Path, Path]:
+    """(include_path folder, a data file of 4 rows in data_folder), both under tmp_path."""
+    inc, data = tmp_path / "tasks", tmp_path / data_folder / "mc.jsonl"
+    for d in {inc, data.parent}:
+        d.mkdir(parents=True)
+    data.write_text(_rows(4))
+    return inc, data
+
+
+def _json_task(tmp_path: Path, data: Path) -> str:
+    return _task("t", f"dataset_path: json\ndataset_kwargs:\n  cache_dir: {tmp_path / 'cache'}\n"
+                      f"  data_files:\n    test: {data}\n")
+
+
 def _data_outside(tmp_path: Path) -> tuple[Path, Path]:
     """A task whose data_files lie outside include_path."""
-    data = tmp_path / "data" / "mc.jsonl"
-    data.parent.mkdir(parents=True)
-    data.write_text(_rows(4))
-    inc = tmp_path / "tasks"
-    inc.mkdir()
-    (inc / "t.yaml").write_text(_task("t", f"dataset_path: json\ndataset_kwargs:\n  cache_dir: {tmp_path / 'cache'}\n"
-                                           f"  data_files:\n    test: {data}\n"))
+    inc, data = _layout(tmp_path, "data")
+    (inc / "t.yaml").write_text(_json_task(tmp_path, data))
     return inc, data
 
 
 def _included_yaml(tmp_path: Path) -> tuple[Path, Path]:
     """A task that includes a YAML outside include_path (here its prompt)."""
-    data = tmp_path / "tasks" / "mc.jsonl"
-    data.parent.mkdir(parents=True)
-    data.write_text(_rows(4))
+    inc, data = _layout(tmp_path, "tasks")
     base = tmp_path / "shared" / "base.yaml"
     base.parent.mkdir()
     base.write_text("doc_to_text: \"Q: {{question}}\"\n")
-    (data.parent / "t.yaml").write_text(
-        f"include: {base}\n" + _task("t", f"dataset_path: json\ndataset_kwargs:\n  cache_dir: {tmp_path / 'cache'}\n"
-                                      f"  data_files:\n    test: {data}\n")
-        .replace("doc_to_text: \"{{question}}\"\n", ""))
-    return data.parent, base
+    (inc / "t.yaml").write_text(f"include: {base}\n" + _json_task(tmp_path, data).replace(
+        "doc_to_text: \"{{question}}\"\n", ""))
+    return inc, base
 
 
 def _custom_reader(tmp_path: Path) -> tuple[Path, Path]:
     """A custom_dataset that reads its rows with Python's open, from outside include_path."""
-    data = tmp_path / "rows" / "mc.jsonl"
-    data.parent.mkdir(parents=True)
-    data.write_text(_rows(4))
-    inc = tmp_path / "tasks"
-    inc.mkdir()
+    inc, data = _layout(tmp_path, "rows")
     (inc / "reader.py").write_text(
         "import json\n\n\ndef load(**kwargs):\n    import datasets\n\n"
         f"    with open({str(data)!r}) as f:\n        rows = [json.loads(x) for x in f]\n"
