@@ -20,6 +20,7 @@ it. Everything is offline: datasets come from local files or the `datasets` cach
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
 import os
@@ -37,11 +38,12 @@ def enabled(cfg) -> bool:
     return bool(cfg.tasks)
 
 
-def version() -> str:
+def version(dist: str = "lm-eval") -> str:
+    """The installed version of lm-eval (or of another distribution), "absent" when not installed."""
     import importlib.metadata
 
     try:
-        return importlib.metadata.version("lm-eval")
+        return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "absent"
 
@@ -179,7 +181,7 @@ def _fewshot_pool(task) -> tuple[int, str]:
     return n - (1 if split == evaluated else 0), f"split {split!r}"
 
 
-def check(cfg, key: str = "eval.harness", digest=None) -> None:
+def check(cfg, key: str = "eval.harness") -> None:
     """Plan-time checks. The tasks' own checks (data present, few-shot pool, greedy decoding) load the
     tasks, unless this set of tasks passed them before on the same inputs (see _planned)."""
     if not cfg.tasks:
@@ -200,7 +202,7 @@ def check(cfg, key: str = "eval.harness", digest=None) -> None:
     for metric, v in cfg.max_drop.items():
         if v is None or v < 0:
             raise InvalidInput(f"{key}.max_drop.{metric}: {v} must be a number >= 0")
-    _planned(cfg, key, digest)
+    _planned(cfg, key)
 
 
 def _check_tasks(tasks: dict, cfg, key: str) -> None:
@@ -278,7 +280,7 @@ def _task_parts(tasks: dict) -> dict:
 _MEMO: Path | None = None
 _MEMO_WRITE = False
 _MEMO_DIGEST = None  # the build's stat-cached digest; plain sha256 outside a build
-_PLANNED: dict = {}  # memo key -> key parts, in this process
+_PLANNED: dict = {}  # memo key -> the remembered plan (as in the memo file), in this process
 LOCAL_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow"})  # datasets' builders over data_files
 
 
@@ -294,7 +296,7 @@ def _planned(cfg, key: str, digest=None) -> dict:
     from llmbuild.hashing import sha256_file, sha256_json
 
     sha = _MEMO_DIGEST or sha256_file  # the memo's own digests are always real ones
-    memo_key = sha256_json({"memo": _memo_version(), "lm_eval": version(), "datasets": _datasets_version(),
+    memo_key = sha256_json({"memo": _memo_version(), "lm_eval": version(), "datasets": version("datasets"),
                             "cwd": os.getcwd(), "include_path": cfg.include_path, "settings": _settings(cfg)})
     memo = _MEMO / f"{memo_key}.json" if _MEMO else None
     rec = _PLANNED.get(memo_key)
@@ -319,20 +321,12 @@ def _planned(cfg, key: str, digest=None) -> dict:
             "include_path": files and {n: (digest or sha)(p) for n, p in files.items()}, "tasks": rec["tasks"]}
 
 
+@functools.cache
 def _memo_version() -> str:
-    """This module's own source: what it remembers changes only with it."""
+    """This module's own source: what it remembers changes only with it (read once per process)."""
     from llmbuild.hashing import sha256_file
 
     return sha256_file(Path(__file__))
-
-
-def _datasets_version() -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("datasets")
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 def _read_json(path: Path) -> dict | None:
